@@ -1,0 +1,425 @@
+//! Commands: each runs inside one store transaction (`&mut dyn Tx`), loads
+//! what its policy needs, asks the policy, applies the change and appends
+//! the membership event — all or nothing.
+
+use crate::error::CoreError;
+use crate::model::*;
+use crate::policy::{self, LeavePolicy, RemovePolicy};
+use crate::tx::{NewChat, NewUser, Tx};
+use uuid::Uuid;
+
+/// Who a command names as a participant: a user id (Bitrix, Vibecode) or a
+/// handle (E.164 / e-mail; Chert, Linq).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberRef {
+    Id(UserId),
+    Handle(String),
+}
+
+/// Who leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leaver {
+    /// `LeavePolicy::Bitrix`: this user leaves.
+    User(UserId),
+    /// `LeavePolicy::Bot`: a bot of `app` leaves; `bot_id` None = the
+    /// app's first bot.
+    Bot { app: AppId, bot_id: Option<UserId> },
+    /// `LeavePolicy::IMessage`: the chat's pinned line leaves.
+    Line,
+}
+
+impl Leaver {
+    pub fn policy(&self) -> LeavePolicy {
+        match self {
+            Leaver::User(_) => LeavePolicy::Bitrix,
+            Leaver::Bot { .. } => LeavePolicy::Bot,
+            Leaver::Line => LeavePolicy::IMessage,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leave {
+    pub tenant: TenantId,
+    pub chat: ChatId,
+    pub leaver: Leaver,
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaveOutcome {
+    pub chat: Chat,
+    pub user: User,
+    pub owner_kept: bool,
+    pub event: Event,
+}
+
+fn find_chat(tx: &mut dyn Tx, tenant: TenantId, chat: ChatId) -> Result<Chat, CoreError> {
+    tx.lock_chat(tenant, chat)?.ok_or(CoreError::ChatNotFound)
+}
+
+fn find_user(tx: &mut dyn Tx, tenant: TenantId, user: UserId) -> Result<User, CoreError> {
+    tx.user(tenant, user)?.ok_or(CoreError::UserNotFound)
+}
+
+fn pinned_line(tx: &mut dyn Tx, chat: &Chat) -> Result<Option<Line>, CoreError> {
+    match chat.line_id {
+        Some(id) => tx.line(chat.tenant_id, id),
+        None => Ok(None),
+    }
+}
+
+/// Resolves a member reference; with `create`, an unknown handle becomes a
+/// new contact (a person user with that handle).
+fn resolve_member(tx: &mut dyn Tx, tenant: TenantId, who: &MemberRef, create: bool) -> Result<Option<User>, CoreError> {
+    match who {
+        MemberRef::Id(id) => tx.user(tenant, *id),
+        MemberRef::Handle(h) => match tx.user_by_handle(tenant, h)? {
+            Some(u) => Ok(Some(u)),
+            None if create => tx
+                .insert_user(NewUser {
+                    tenant_id: tenant,
+                    id: None,
+                    kind: UserKind::Person,
+                    name: h.clone(),
+                    handle: Some(h.clone()),
+                    active: true,
+                    app_id: None,
+                })
+                .map(Some),
+            None => Ok(None),
+        },
+    }
+}
+
+fn event(tx: &mut dyn Tx, chat: &Chat, kind: EventKind, actor: Option<UserId>, subject: Option<UserId>, trace_id: &Option<String>) -> Result<Event, CoreError> {
+    let at = tx.now();
+    tx.append_event(NewEvent {
+        tenant_id: chat.tenant_id,
+        chat_id: chat.id,
+        kind,
+        actor_id: actor,
+        subject_id: subject,
+        message_id: None,
+        trace_id: trace_id.clone(),
+        at,
+    })
+}
+
+pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
+    // Seed 001: the bot is resolved before the chat is looked at.
+    let bot = match &cmd.leaver {
+        Leaver::Bot { app, bot_id } => {
+            let requested = match bot_id {
+                Some(id) => tx.user(cmd.tenant, *id)?,
+                None => None,
+            };
+            let app_bots = tx.bots_of_app(cmd.tenant, *app)?;
+            Some(policy::resolve_bot(*app, *bot_id, requested.as_ref(), &app_bots)?)
+        }
+        _ => None,
+    };
+    let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
+    let members = tx.active_members(chat.id)?;
+    let (user_id, decision) = match (&cmd.leaver, bot) {
+        (Leaver::User(id), _) => {
+            let user = find_user(tx, cmd.tenant, *id)?;
+            let latest = tx.membership(chat.id, user.id)?;
+            (user.id, policy::bitrix_leave(&chat, &members, &user, latest.as_ref())?)
+        }
+        (Leaver::Bot { .. }, Some(bot)) => {
+            let latest = tx.membership(chat.id, bot)?;
+            (bot, policy::bot_leave(&chat, &members, bot, latest.as_ref())?)
+        }
+        (Leaver::Bot { .. }, None) => return Err(CoreError::BotNotFound),
+        (Leaver::Line, _) => {
+            let line = pinned_line(tx, &chat)?;
+            let decision = policy::imessage_leave(&chat, &members, line.as_ref())?;
+            let line = line.ok_or(CoreError::NotSupported)?;
+            (line.user_id, decision)
+        }
+    };
+    let now = tx.now();
+    tx.close_membership(chat.id, user_id, now)?;
+    let mut chat = chat;
+    if !decision.keep_owner && chat.owner_id == Some(user_id) {
+        tx.set_owner(chat.tenant_id, chat.id, None)?;
+        chat.owner_id = None;
+    }
+    let user = find_user(tx, cmd.tenant, user_id)?;
+    let event = event(tx, &chat, EventKind::Left, Some(user_id), Some(user_id), &cmd.trace_id)?;
+    let owner_kept = decision.keep_owner && chat.owner_id == Some(user_id);
+    Ok(LeaveOutcome { chat, user, owner_kept, event })
+}
+
+/// Which chat a removal targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatSelector {
+    Id(ChatId),
+    /// Seed 002: a CRM entity's chat; `chat` None = its last chat.
+    Crm { entity: CrmEntity, chat: Option<ChatId> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remove {
+    pub tenant: TenantId,
+    pub chat: ChatSelector,
+    /// None = administrator (or the pinned line, for iMessage).
+    pub actor: Option<UserId>,
+    pub member: MemberRef,
+    pub policy: RemovePolicy,
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoveOutcome {
+    pub chat: Chat,
+    pub user: User,
+    pub event: Event,
+    /// Active members after the removal.
+    pub members: Vec<Membership>,
+}
+
+pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError> {
+    let chat_id = match &cmd.chat {
+        ChatSelector::Id(id) => *id,
+        ChatSelector::Crm { entity, chat } => {
+            let chats = tx.crm_chats(cmd.tenant, *entity)?;
+            policy::resolve_crm_chat(&chats, *chat)?
+        }
+    };
+    let chat = find_chat(tx, cmd.tenant, chat_id)?;
+    let members = tx.active_members(chat.id)?;
+    let actor = match cmd.actor {
+        Some(id) => Some(find_user(tx, cmd.tenant, id)?),
+        None => None,
+    };
+    let target = match resolve_member(tx, cmd.tenant, &cmd.member, false)? {
+        Some(u) => u,
+        // An unknown handle is simply not in the group; an unknown id is
+        // an unknown user.
+        None => match cmd.member {
+            MemberRef::Handle(_) => return Err(CoreError::NotAMember),
+            MemberRef::Id(_) => return Err(CoreError::UserNotFound),
+        },
+    };
+    let latest = tx.membership(chat.id, target.id)?;
+    match cmd.policy {
+        RemovePolicy::OpenLine => {
+            let actor = actor.as_ref().ok_or(CoreError::PermissionDenied)?;
+            policy::crm_remove(&chat, &members, actor, &target, latest.as_ref())?
+        }
+        RemovePolicy::IMessage => {
+            let line = pinned_line(tx, &chat)?;
+            policy::imessage_remove(&chat, &members, line.as_ref(), target.id, latest.as_ref())?
+        }
+        RemovePolicy::Bitrix => {
+            let actor = actor.as_ref().ok_or(CoreError::PermissionDenied)?;
+            policy::bitrix_remove(&chat, &members, actor, target.id, latest.as_ref())?
+        }
+    }
+    let now = tx.now();
+    tx.close_membership(chat.id, target.id, now)?;
+    let event = event(tx, &chat, EventKind::Removed, cmd.actor, Some(target.id), &cmd.trace_id)?;
+    let members = tx.active_members(chat.id)?;
+    Ok(RemoveOutcome { chat, user: target, event, members })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Add {
+    pub tenant: TenantId,
+    pub chat: ChatId,
+    /// None = administrator, or the pinned line for iMessage chats.
+    pub actor: Option<UserId>,
+    pub member: MemberRef,
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddOutcome {
+    pub chat: Chat,
+    pub user: User,
+    /// False when the user was already an active member (no-op).
+    pub added: bool,
+    pub event: Option<Event>,
+    pub members: Vec<Membership>,
+}
+
+pub fn add(tx: &mut dyn Tx, cmd: &Add) -> Result<AddOutcome, CoreError> {
+    let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
+    let members = tx.active_members(chat.id)?;
+    let actor = match cmd.actor {
+        Some(id) => Some(find_user(tx, cmd.tenant, id)?),
+        None => None,
+    };
+    let line = pinned_line(tx, &chat)?;
+    // Check the chat-level rules before creating a contact for the handle,
+    // so a refused add leaves nothing behind (the transaction would roll
+    // back anyway; this keeps the error order of the docs).
+    let target = resolve_member(tx, cmd.tenant, &cmd.member, true)?.ok_or(CoreError::UserNotFound)?;
+    let added = policy::add_member(&chat, &members, line.as_ref(), actor.as_ref(), &target)?;
+    let mut ev = None;
+    if added {
+        let now = tx.now();
+        tx.open_membership(chat.id, target.id, Role::Member, now)?;
+        ev = Some(event(tx, &chat, EventKind::Joined, cmd.actor, Some(target.id), &cmd.trace_id)?);
+    }
+    let members = tx.active_members(chat.id)?;
+    Ok(AddOutcome { chat, user: target, added, event: ev, members })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferOwner {
+    pub tenant: TenantId,
+    pub chat: ChatId,
+    /// None = administrator.
+    pub actor: Option<UserId>,
+    pub new_owner: UserId,
+    pub trace_id: Option<String>,
+}
+
+pub fn transfer_owner(tx: &mut dyn Tx, cmd: &TransferOwner) -> Result<Chat, CoreError> {
+    let mut chat = find_chat(tx, cmd.tenant, cmd.chat)?;
+    let members = tx.active_members(chat.id)?;
+    let actor = match cmd.actor {
+        Some(id) => Some(find_user(tx, cmd.tenant, id)?),
+        None => None,
+    };
+    find_user(tx, cmd.tenant, cmd.new_owner)?;
+    policy::transfer_owner(&chat, &members, actor.as_ref(), cmd.new_owner)?;
+    if chat.owner_id == Some(cmd.new_owner) {
+        return Ok(chat);
+    }
+    if let Some(old) = chat.owner_id {
+        if members.iter().any(|m| m.user_id == old) {
+            tx.set_role(chat.id, old, Role::Member)?;
+        }
+    }
+    tx.set_role(chat.id, cmd.new_owner, Role::Owner)?;
+    tx.set_owner(chat.tenant_id, chat.id, Some(cmd.new_owner))?;
+    chat.owner_id = Some(cmd.new_owner);
+    event(tx, &chat, EventKind::OwnerChanged, cmd.actor, Some(cmd.new_owner), &cmd.trace_id)?;
+    Ok(chat)
+}
+
+/// Who writes a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Author {
+    User(UserId),
+    /// The chat's pinned line (Chert, Linq).
+    Line,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendMessage {
+    pub tenant: TenantId,
+    pub chat: ChatId,
+    pub author: Author,
+    pub text: String,
+    pub trace_id: Option<String>,
+}
+
+pub fn send_message(tx: &mut dyn Tx, cmd: &SendMessage) -> Result<(Chat, Message), CoreError> {
+    let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
+    let members = tx.active_members(chat.id)?;
+    let author_id = match cmd.author {
+        Author::User(id) => id,
+        Author::Line => pinned_line(tx, &chat)?.ok_or(CoreError::NotSupported)?.user_id,
+    };
+    let author = find_user(tx, cmd.tenant, author_id)?;
+    let latest = tx.membership(chat.id, author.id)?;
+    policy::send_message(&members, &author, latest.as_ref())?;
+    if cmd.text.is_empty() {
+        return Err(CoreError::Invalid("message text is empty".into()));
+    }
+    let now = tx.now();
+    let msg = tx.insert_message(chat.tenant_id, chat.id, author.id, &cmd.text, now)?;
+    let at = tx.now();
+    tx.append_event(NewEvent {
+        tenant_id: chat.tenant_id,
+        chat_id: chat.id,
+        kind: EventKind::MessageSent,
+        actor_id: Some(author.id),
+        subject_id: None,
+        message_id: Some(msg.id),
+        trace_id: cmd.trace_id.clone(),
+        at,
+    })?;
+    Ok((chat, msg))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Creator {
+    User(UserId),
+    /// The tenant's line with this number (iMessage chats).
+    Line(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateChat {
+    pub tenant: TenantId,
+    pub id: Option<ChatId>,
+    pub uuid: Option<Uuid>,
+    pub kind: ChatKind,
+    pub network: Network,
+    pub title: String,
+    /// Becomes the owner. None = no owner (administrator-made chat).
+    pub creator: Option<Creator>,
+    /// Everyone else in the chat (duplicates and the creator are ignored).
+    pub members: Vec<MemberRef>,
+    pub chat_key: Option<String>,
+    pub crm: Option<CrmEntity>,
+    pub trace_id: Option<String>,
+}
+
+pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membership>), CoreError> {
+    let (owner, line) = match &cmd.creator {
+        Some(Creator::User(id)) => (Some(find_user(tx, cmd.tenant, *id)?), None),
+        Some(Creator::Line(number)) => {
+            let line = tx.line_by_number(cmd.tenant, number)?.ok_or(CoreError::ForeignLine)?;
+            (Some(find_user(tx, cmd.tenant, line.user_id)?), Some(line))
+        }
+        None => (None, None),
+    };
+    let mut others: Vec<User> = Vec::new();
+    for m in &cmd.members {
+        let u = resolve_member(tx, cmd.tenant, m, true)?.ok_or(CoreError::UserNotFound)?;
+        if !u.active {
+            return Err(CoreError::UserInactive);
+        }
+        if owner.as_ref().map(|o| o.id) != Some(u.id) && !others.iter().any(|o| o.id == u.id) {
+            others.push(u);
+        }
+    }
+    policy::create_chat(cmd.kind, cmd.network, others.len())?;
+    if cmd.title.chars().count() > 255 {
+        return Err(CoreError::Invalid("title is longer than 255 characters".into()));
+    }
+    let now = tx.now();
+    let chat = tx.insert_chat(NewChat {
+        tenant_id: cmd.tenant,
+        id: cmd.id,
+        uuid: cmd.uuid,
+        kind: cmd.kind,
+        network: cmd.network,
+        title: cmd.title.clone(),
+        owner_id: owner.as_ref().map(|o| o.id),
+        line_id: line.as_ref().map(|l| l.id),
+        chat_key: cmd.chat_key.clone(),
+        created_at: now,
+    })?;
+    event(tx, &chat, EventKind::ChatCreated, owner.as_ref().map(|o| o.id), None, &cmd.trace_id)?;
+    if let Some(o) = &owner {
+        tx.open_membership(chat.id, o.id, Role::Owner, now)?;
+        event(tx, &chat, EventKind::Joined, Some(o.id), Some(o.id), &cmd.trace_id)?;
+    }
+    for u in &others {
+        tx.open_membership(chat.id, u.id, Role::Member, now)?;
+        event(tx, &chat, EventKind::Joined, owner.as_ref().map(|o| o.id), Some(u.id), &cmd.trace_id)?;
+    }
+    if let Some(entity) = cmd.crm {
+        tx.link_crm(cmd.tenant, entity, chat.id)?;
+    }
+    let members = tx.active_members(chat.id)?;
+    Ok((chat, members))
+}

@@ -1,0 +1,363 @@
+//! Domain types. Ids are typed so a chat id cannot be passed as a user id.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! int_id {
+    ($($name:ident),*) => {$(
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { self.0.fmt(f) }
+        }
+    )*};
+}
+int_id!(TenantId, UserId, ChatId, AppId, LineId, MessageId, EventId);
+
+/// Seconds since the Unix epoch, UTC. Core never reads the clock itself:
+/// the caller passes `now` so rules stay pure and testable.
+pub type Timestamp = i64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub slug: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserKind {
+    Person,
+    Bot,
+    /// The user that stands for one of the tenant's own iMessage lines
+    /// (`is_me` in Chert/Linq): when Chert or Linq "leave", this user leaves.
+    Line,
+}
+
+impl UserKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserKind::Person => "person",
+            UserKind::Bot => "bot",
+            UserKind::Line => "line",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "person" => Some(UserKind::Person),
+            "bot" => Some(UserKind::Bot),
+            "line" => Some(UserKind::Line),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub tenant_id: TenantId,
+    pub id: UserId,
+    pub kind: UserKind,
+    pub name: String,
+    /// E.164 number or e-mail: how iMessage faces address this user.
+    pub handle: Option<String>,
+    /// Deactivated users cannot be removed through CRM chats
+    /// (seed 002, "Chat user is not active") and cannot act.
+    pub active: bool,
+    /// For bots: the app that registered it (seed 001).
+    pub app_id: Option<AppId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    pub tenant_id: TenantId,
+    pub id: AppId,
+    /// Bitrix `CLIENT_ID` of the installed application.
+    pub client_id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub tenant_id: TenantId,
+    pub id: LineId,
+    /// E.164 number of the line.
+    pub phone_number: String,
+    /// The user of kind `Line` that is this line inside chats.
+    pub user_id: UserId,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatKind {
+    Dm,
+    Group,
+    /// A Bitrix open-line chat, linked to CRM entities.
+    OpenLine,
+}
+
+impl ChatKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatKind::Dm => "dm",
+            ChatKind::Group => "group",
+            ChatKind::OpenLine => "open_line",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "dm" => Some(ChatKind::Dm),
+            "group" => Some(ChatKind::Group),
+            "open_line" => Some(ChatKind::OpenLine),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// A Bitrix24 chat (Bitrix REST and Vibecode faces).
+    Internal,
+    /// An iMessage chat on one of the tenant's lines (Chert and Linq faces).
+    Imessage,
+}
+
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Internal => "internal",
+            Network::Imessage => "imessage",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "internal" => Some(Network::Internal),
+            "imessage" => Some(Network::Imessage),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chat {
+    pub tenant_id: TenantId,
+    pub id: ChatId,
+    pub uuid: Uuid,
+    pub kind: ChatKind,
+    pub network: Network,
+    pub title: String,
+    /// Owner (Bitrix "author"). Stays set when the owner leaves (seed 000).
+    pub owner_id: Option<UserId>,
+    /// The line pinned to an iMessage chat (Chert 4099 when missing).
+    pub line_id: Option<LineId>,
+    /// Upstream group conversation key (Chert 4099 when missing).
+    pub chat_key: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl Chat {
+    /// Chert's `ch_…` identifier, derived from the UUID so every face
+    /// names the same chat.
+    pub fn chert_id(&self) -> String {
+        format!("ch_{}", self.uuid.simple())
+    }
+
+    /// Parses a `ch_…` id back into the chat UUID.
+    pub fn parse_chert_id(s: &str) -> Option<Uuid> {
+        let hex = s.strip_prefix("ch_")?;
+        if hex.len() != 32 {
+            return None;
+        }
+        Uuid::parse_str(hex).ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Member => "member",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+/// One stay of a user in a chat. Rows are never deleted: leaving sets
+/// `left_at`, rejoining opens a new row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub chat_id: ChatId,
+    pub user_id: UserId,
+    pub role: Role,
+    pub joined_at: Timestamp,
+    pub left_at: Option<Timestamp>,
+}
+
+impl Membership {
+    pub fn is_active(&self) -> bool {
+        self.left_at.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrmEntityType {
+    Lead,
+    Deal,
+    Contact,
+    Company,
+}
+
+impl CrmEntityType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrmEntityType::Lead => "lead",
+            CrmEntityType::Deal => "deal",
+            CrmEntityType::Contact => "contact",
+            CrmEntityType::Company => "company",
+        }
+    }
+    /// Bitrix accepts the type in any case (`lead`, `LEAD`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "lead" => Some(CrmEntityType::Lead),
+            "deal" => Some(CrmEntityType::Deal),
+            "contact" => Some(CrmEntityType::Contact),
+            "company" => Some(CrmEntityType::Company),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CrmEntity {
+    pub entity_type: CrmEntityType,
+    pub entity_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub chat_id: ChatId,
+    pub id: MessageId,
+    pub uuid: Uuid,
+    pub author_id: UserId,
+    pub text: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ChatCreated,
+    Joined,
+    Left,
+    Removed,
+    OwnerChanged,
+    MessageSent,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ChatCreated => "chat_created",
+            EventKind::Joined => "joined",
+            EventKind::Left => "left",
+            EventKind::Removed => "removed",
+            EventKind::OwnerChanged => "owner_changed",
+            EventKind::MessageSent => "message_sent",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "chat_created" => EventKind::ChatCreated,
+            "joined" => EventKind::Joined,
+            "left" => EventKind::Left,
+            "removed" => EventKind::Removed,
+            "owner_changed" => EventKind::OwnerChanged,
+            "message_sent" => EventKind::MessageSent,
+            _ => return None,
+        })
+    }
+}
+
+/// A membership/chat event as recorded in the same transaction as the
+/// change it describes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub tenant_id: TenantId,
+    pub chat_id: ChatId,
+    pub kind: EventKind,
+    /// Who did it (None for admin/system actions).
+    pub actor_id: Option<UserId>,
+    /// Whom it concerns (the member who joined/left, the new owner, ...).
+    pub subject_id: Option<UserId>,
+    pub message_id: Option<MessageId>,
+    pub trace_id: Option<String>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    pub uuid: Uuid,
+    #[serde(flatten)]
+    pub event: NewEvent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationStatus {
+    Queued,
+    Done,
+    Failed,
+}
+
+impl OperationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationStatus::Queued => "queued",
+            OperationStatus::Done => "done",
+            OperationStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "queued" => Some(OperationStatus::Queued),
+            "done" => Some(OperationStatus::Done),
+            "failed" => Some(OperationStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// An asynchronous command (Linq's queued leave): accepted in one
+/// transaction, carried out by a worker in another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    pub tenant_id: TenantId,
+    pub trace_id: String,
+    pub kind: String,
+    pub chat_id: ChatId,
+    pub user_id: UserId,
+    pub status: OperationStatus,
+    /// Why it failed, in core words (see [`crate::CoreError`]'s Display).
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}

@@ -1,0 +1,75 @@
+//! The port through which core reads and writes inside ONE transaction.
+//!
+//! A store hands `&mut dyn Tx` to a command function only while it holds the
+//! transaction (and thereby the chat's lock), so every read here is
+//! consistent with every write that follows it.
+
+use crate::error::CoreError;
+use crate::model::*;
+use uuid::Uuid;
+
+/// What a new chat looks like before it has ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChat {
+    pub tenant_id: TenantId,
+    /// Fixed id (world files); None = next free id.
+    pub id: Option<ChatId>,
+    pub uuid: Option<Uuid>,
+    pub kind: ChatKind,
+    pub network: Network,
+    pub title: String,
+    pub owner_id: Option<UserId>,
+    pub line_id: Option<LineId>,
+    pub chat_key: Option<String>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub tenant_id: TenantId,
+    pub id: Option<UserId>,
+    pub kind: UserKind,
+    pub name: String,
+    pub handle: Option<String>,
+    pub active: bool,
+    pub app_id: Option<AppId>,
+}
+
+pub type TxResult<T> = Result<T, CoreError>;
+
+pub trait Tx {
+    fn now(&self) -> Timestamp;
+
+    // ---- reads (tenant-scoped: a foreign id reads as None) ----
+    fn chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>>;
+    fn chat_by_uuid(&mut self, tenant: TenantId, uuid: Uuid) -> TxResult<Option<Chat>>;
+    /// Takes the chat's lock for the rest of the transaction (PostgreSQL
+    /// `SELECT … FOR UPDATE`; a no-op where the transaction already holds
+    /// the single writer).
+    fn lock_chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>>;
+    /// Active memberships, oldest first.
+    fn active_members(&mut self, chat: ChatId) -> TxResult<Vec<Membership>>;
+    /// The latest membership row of the user in the chat (active or not).
+    fn membership(&mut self, chat: ChatId, user: UserId) -> TxResult<Option<Membership>>;
+    fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>>;
+    fn user_by_handle(&mut self, tenant: TenantId, handle: &str) -> TxResult<Option<User>>;
+    /// Bots registered by the app, in registration (id) order.
+    fn bots_of_app(&mut self, tenant: TenantId, app: AppId) -> TxResult<Vec<User>>;
+    fn line(&mut self, tenant: TenantId, id: LineId) -> TxResult<Option<Line>>;
+    fn line_by_number(&mut self, tenant: TenantId, number: &str) -> TxResult<Option<Line>>;
+    /// The entity's chats, oldest first (the last one is `getLastId`).
+    fn crm_chats(&mut self, tenant: TenantId, entity: CrmEntity) -> TxResult<Vec<ChatId>>;
+
+    // ---- writes ----
+    fn insert_chat(&mut self, chat: NewChat) -> TxResult<Chat>;
+    fn insert_user(&mut self, user: NewUser) -> TxResult<User>;
+    fn open_membership(&mut self, chat: ChatId, user: UserId, role: Role, at: Timestamp) -> TxResult<()>;
+    fn close_membership(&mut self, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()>;
+    fn set_role(&mut self, chat: ChatId, user: UserId, role: Role) -> TxResult<()>;
+    fn set_owner(&mut self, tenant: TenantId, chat: ChatId, owner: Option<UserId>) -> TxResult<()>;
+    fn link_crm(&mut self, tenant: TenantId, entity: CrmEntity, chat: ChatId) -> TxResult<()>;
+    fn insert_message(&mut self, tenant: TenantId, chat: ChatId, author: UserId, text: &str, at: Timestamp) -> TxResult<Message>;
+    /// Appends the event; stores also write the matching outbox rows here,
+    /// in the same transaction.
+    fn append_event(&mut self, event: NewEvent) -> TxResult<Event>;
+}
