@@ -120,15 +120,15 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
         _ => None,
     };
     let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
-    let members = tx.active_members(chat.id)?;
+    let members = tx.active_members(chat.tenant_id, chat.id)?;
     let (user_id, decision) = match (&cmd.leaver, bot) {
         (Leaver::User(id), _) => {
             let user = find_user(tx, cmd.tenant, *id)?;
-            let latest = tx.membership(chat.id, user.id)?;
+            let latest = tx.membership(chat.tenant_id, chat.id, user.id)?;
             (user.id, policy::bitrix_leave(&chat, &members, &user, latest.as_ref())?)
         }
         (Leaver::Bot { .. }, Some(bot)) => {
-            let latest = tx.membership(chat.id, bot)?;
+            let latest = tx.membership(chat.tenant_id, chat.id, bot)?;
             (bot, policy::bot_leave(&chat, &members, bot, latest.as_ref())?)
         }
         (Leaver::Bot { .. }, None) => return Err(CoreError::BotNotFound),
@@ -140,7 +140,7 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
         }
     };
     let now = tx.now();
-    tx.close_membership(chat.id, user_id, now)?;
+    tx.close_membership(chat.tenant_id, chat.id, user_id, now)?;
     let mut chat = chat;
     if !decision.keep_owner && chat.owner_id == Some(user_id) {
         tx.set_owner(chat.tenant_id, chat.id, None)?;
@@ -189,7 +189,7 @@ pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError>
         }
     };
     let chat = find_chat(tx, cmd.tenant, chat_id)?;
-    let members = tx.active_members(chat.id)?;
+    let members = tx.active_members(chat.tenant_id, chat.id)?;
     let actor = match cmd.actor {
         Some(id) => Some(find_user(tx, cmd.tenant, id)?),
         None => None,
@@ -203,7 +203,7 @@ pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError>
             MemberRef::Id(_) => return Err(CoreError::UserNotFound),
         },
     };
-    let latest = tx.membership(chat.id, target.id)?;
+    let latest = tx.membership(chat.tenant_id, chat.id, target.id)?;
     match cmd.policy {
         RemovePolicy::OpenLine => {
             let actor = actor.as_ref().ok_or(CoreError::PermissionDenied)?;
@@ -219,9 +219,9 @@ pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError>
         }
     }
     let now = tx.now();
-    tx.close_membership(chat.id, target.id, now)?;
+    tx.close_membership(chat.tenant_id, chat.id, target.id, now)?;
     let event = event(tx, &chat, EventKind::Removed, cmd.actor, Some(target.id), &cmd.trace_id)?;
-    let members = tx.active_members(chat.id)?;
+    let members = tx.active_members(chat.tenant_id, chat.id)?;
     Ok(RemoveOutcome { chat, user: target, event, members })
 }
 
@@ -247,7 +247,7 @@ pub struct AddOutcome {
 
 pub fn add(tx: &mut dyn Tx, cmd: &Add) -> Result<AddOutcome, CoreError> {
     let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
-    let members = tx.active_members(chat.id)?;
+    let members = tx.active_members(chat.tenant_id, chat.id)?;
     let actor = match cmd.actor {
         Some(id) => Some(find_user(tx, cmd.tenant, id)?),
         None => None,
@@ -261,10 +261,10 @@ pub fn add(tx: &mut dyn Tx, cmd: &Add) -> Result<AddOutcome, CoreError> {
     let mut ev = None;
     if added {
         let now = tx.now();
-        tx.open_membership(chat.id, target.id, Role::Member, now)?;
+        tx.open_membership(chat.tenant_id, chat.id, target.id, Role::Member, now)?;
         ev = Some(event(tx, &chat, EventKind::Joined, cmd.actor, Some(target.id), &cmd.trace_id)?);
     }
-    let members = tx.active_members(chat.id)?;
+    let members = tx.active_members(chat.tenant_id, chat.id)?;
     Ok(AddOutcome { chat, user: target, added, event: ev, members })
 }
 
@@ -280,7 +280,7 @@ pub struct TransferOwner {
 
 pub fn transfer_owner(tx: &mut dyn Tx, cmd: &TransferOwner) -> Result<Chat, CoreError> {
     let mut chat = find_chat(tx, cmd.tenant, cmd.chat)?;
-    let members = tx.active_members(chat.id)?;
+    let members = tx.active_members(chat.tenant_id, chat.id)?;
     let actor = match cmd.actor {
         Some(id) => Some(find_user(tx, cmd.tenant, id)?),
         None => None,
@@ -292,10 +292,10 @@ pub fn transfer_owner(tx: &mut dyn Tx, cmd: &TransferOwner) -> Result<Chat, Core
     }
     if let Some(old) = chat.owner_id {
         if members.iter().any(|m| m.user_id == old) {
-            tx.set_role(chat.id, old, Role::Member)?;
+            tx.set_role(chat.tenant_id, chat.id, old, Role::Member)?;
         }
     }
-    tx.set_role(chat.id, cmd.new_owner, Role::Owner)?;
+    tx.set_role(chat.tenant_id, chat.id, cmd.new_owner, Role::Owner)?;
     tx.set_owner(chat.tenant_id, chat.id, Some(cmd.new_owner))?;
     chat.owner_id = Some(cmd.new_owner);
     event(tx, &chat, EventKind::OwnerChanged, cmd.actor, Some(cmd.new_owner), &cmd.trace_id)?;
@@ -321,13 +321,13 @@ pub struct SendMessage {
 
 pub fn send_message(tx: &mut dyn Tx, cmd: &SendMessage) -> Result<(Chat, Message), CoreError> {
     let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
-    let members = tx.active_members(chat.id)?;
+    let members = tx.active_members(chat.tenant_id, chat.id)?;
     let author_id = match cmd.author {
         Author::User(id) => id,
         Author::Line => pinned_line(tx, &chat)?.ok_or(CoreError::NotSupported)?.user_id,
     };
     let author = find_user(tx, cmd.tenant, author_id)?;
-    let latest = tx.membership(chat.id, author.id)?;
+    let latest = tx.membership(chat.tenant_id, chat.id, author.id)?;
     policy::send_message(&members, &author, latest.as_ref())?;
     if cmd.text.is_empty() {
         return Err(CoreError::Invalid("message text is empty".into()));
@@ -410,16 +410,16 @@ pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membe
     })?;
     event(tx, &chat, EventKind::ChatCreated, owner.as_ref().map(|o| o.id), None, &cmd.trace_id)?;
     if let Some(o) = &owner {
-        tx.open_membership(chat.id, o.id, Role::Owner, now)?;
+        tx.open_membership(chat.tenant_id, chat.id, o.id, Role::Owner, now)?;
         event(tx, &chat, EventKind::Joined, Some(o.id), Some(o.id), &cmd.trace_id)?;
     }
     for u in &others {
-        tx.open_membership(chat.id, u.id, Role::Member, now)?;
+        tx.open_membership(chat.tenant_id, chat.id, u.id, Role::Member, now)?;
         event(tx, &chat, EventKind::Joined, owner.as_ref().map(|o| o.id), Some(u.id), &cmd.trace_id)?;
     }
     if let Some(entity) = cmd.crm {
         tx.link_crm(cmd.tenant, entity, chat.id)?;
     }
-    let members = tx.active_members(chat.id)?;
+    let members = tx.active_members(chat.tenant_id, chat.id)?;
     Ok((chat, members))
 }

@@ -361,3 +361,91 @@ pub struct Operation {
     pub created_at: Timestamp,
     pub finished_at: Option<Timestamp>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// Bitrix incoming webhook: `/rest/{user_id}/{code}/…`; secret = code.
+    BitrixWebhook,
+    /// Bitrix OAuth access token for an app + user (`auth` parameter).
+    BitrixOauth,
+    /// Vibecode personal key `vibe_api_…`; no user = "no configured tokens".
+    VibecodePersonal,
+    /// Vibecode OAuth application key `vibe_app_…`.
+    VibecodeApp,
+    /// Vibecode user session token (Bearer) for an app key.
+    VibecodeSession,
+    /// Chert tenant signing secret (HMAC key and bearer token); kept in
+    /// clear because confab must compute HMACs with it.
+    ChertSigning,
+    /// Linq Partner API key (Bearer).
+    LinqApiKey,
+}
+
+impl CredentialKind {
+    pub const ALL: [CredentialKind; 7] = [
+        CredentialKind::BitrixWebhook,
+        CredentialKind::BitrixOauth,
+        CredentialKind::VibecodePersonal,
+        CredentialKind::VibecodeApp,
+        CredentialKind::VibecodeSession,
+        CredentialKind::ChertSigning,
+        CredentialKind::LinqApiKey,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::BitrixWebhook => "bitrix_webhook",
+            CredentialKind::BitrixOauth => "bitrix_oauth",
+            CredentialKind::VibecodePersonal => "vibecode_personal",
+            CredentialKind::VibecodeApp => "vibecode_app",
+            CredentialKind::VibecodeSession => "vibecode_session",
+            CredentialKind::ChertSigning => "chert_signing",
+            CredentialKind::LinqApiKey => "linq_api_key",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+    /// Secrets confab must use as HMAC keys are stored in clear; all
+    /// others only as a hash.
+    pub fn keeps_secret(self) -> bool {
+        matches!(self, CredentialKind::ChertSigning)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub id: i64,
+    pub tenant_id: TenantId,
+    pub kind: CredentialKind,
+    pub user_id: Option<UserId>,
+    pub app_id: Option<AppId>,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<Timestamp>,
+    pub label: String,
+    /// Only for kinds with [`CredentialKind::keeps_secret`]. Never logged,
+    /// never serialized to a client after creation.
+    #[serde(skip_serializing)]
+    pub secret: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl Credential {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCredential {
+    pub tenant_id: TenantId,
+    pub kind: CredentialKind,
+    /// Hex SHA-256 of the secret: what lookups compare.
+    pub secret_hash: String,
+    pub secret: Option<String>,
+    pub user_id: Option<UserId>,
+    pub app_id: Option<AppId>,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<Timestamp>,
+    pub label: String,
+}

@@ -48,9 +48,9 @@ pub trait Tx {
     /// the single writer).
     fn lock_chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>>;
     /// Active memberships, oldest first.
-    fn active_members(&mut self, chat: ChatId) -> TxResult<Vec<Membership>>;
+    fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>>;
     /// The latest membership row of the user in the chat (active or not).
-    fn membership(&mut self, chat: ChatId, user: UserId) -> TxResult<Option<Membership>>;
+    fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>>;
     fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>>;
     fn user_by_handle(&mut self, tenant: TenantId, handle: &str) -> TxResult<Option<User>>;
     /// Bots registered by the app, in registration (id) order.
@@ -63,13 +63,47 @@ pub trait Tx {
     // ---- writes ----
     fn insert_chat(&mut self, chat: NewChat) -> TxResult<Chat>;
     fn insert_user(&mut self, user: NewUser) -> TxResult<User>;
-    fn open_membership(&mut self, chat: ChatId, user: UserId, role: Role, at: Timestamp) -> TxResult<()>;
-    fn close_membership(&mut self, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()>;
-    fn set_role(&mut self, chat: ChatId, user: UserId, role: Role) -> TxResult<()>;
+    fn open_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role, at: Timestamp) -> TxResult<()>;
+    fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()>;
+    fn set_role(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role) -> TxResult<()>;
     fn set_owner(&mut self, tenant: TenantId, chat: ChatId, owner: Option<UserId>) -> TxResult<()>;
     fn link_crm(&mut self, tenant: TenantId, entity: CrmEntity, chat: ChatId) -> TxResult<()>;
     fn insert_message(&mut self, tenant: TenantId, chat: ChatId, author: UserId, text: &str, at: Timestamp) -> TxResult<Message>;
     /// Appends the event; stores also write the matching outbox rows here,
     /// in the same transaction.
     fn append_event(&mut self, event: NewEvent) -> TxResult<Event>;
+}
+
+/// Administration and authentication reads/writes, in the same transaction
+/// discipline as the commands.
+pub trait AdminTx {
+    fn insert_tenant(&mut self, slug: &str, name: &str) -> TxResult<Tenant>;
+    fn tenant(&mut self, id: TenantId) -> TxResult<Option<Tenant>>;
+    fn tenant_by_slug(&mut self, slug: &str) -> TxResult<Option<Tenant>>;
+    fn tenants(&mut self) -> TxResult<Vec<Tenant>>;
+    fn insert_app(&mut self, tenant: TenantId, id: Option<AppId>, client_id: &str, name: &str) -> TxResult<App>;
+    fn app(&mut self, tenant: TenantId, id: AppId) -> TxResult<Option<App>>;
+    fn app_by_client_id(&mut self, tenant: TenantId, client_id: &str) -> TxResult<Option<App>>;
+    fn apps(&mut self, tenant: TenantId) -> TxResult<Vec<App>>;
+    fn users(&mut self, tenant: TenantId) -> TxResult<Vec<User>>;
+    fn set_user_active(&mut self, tenant: TenantId, id: UserId, active: bool) -> TxResult<()>;
+    fn insert_line(&mut self, tenant: TenantId, number: &str, user: UserId) -> TxResult<Line>;
+    fn set_line_active(&mut self, tenant: TenantId, id: LineId, active: bool) -> TxResult<()>;
+    fn lines(&mut self, tenant: TenantId) -> TxResult<Vec<Line>>;
+    fn chats(&mut self, tenant: TenantId) -> TxResult<Vec<Chat>>;
+    /// Every membership row of the chat, history included, oldest first.
+    fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>>;
+    fn crm_links(&mut self, tenant: TenantId) -> TxResult<Vec<(CrmEntity, ChatId)>>;
+    fn events(&mut self, tenant: TenantId, chat: Option<ChatId>) -> TxResult<Vec<Event>>;
+    fn insert_credential(&mut self, cred: NewCredential) -> TxResult<Credential>;
+    fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>>;
+    fn credentials(&mut self, tenant: TenantId) -> TxResult<Vec<Credential>>;
+    fn setting(&mut self, key: &str) -> TxResult<Option<String>>;
+    fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()>;
+}
+
+/// What a store hands to a job: the command port and the admin port over
+/// one and the same transaction.
+pub trait StoreTx: Tx + AdminTx {
+    fn as_tx(&mut self) -> &mut dyn Tx;
 }

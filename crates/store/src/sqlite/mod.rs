@@ -1,0 +1,176 @@
+//! SQLite store: one writer connection (so write transactions are
+//! serialized — the "chat lock" on SQLite is the writer itself, taken with
+//! `BEGIN IMMEDIATE`) and a few reader connections (WAL lets them read a
+//! consistent snapshot while the writer works). Durable by default:
+//! `journal_mode=WAL`, `synchronous=FULL`.
+
+mod tx;
+
+use crate::{AnyBox, Job, Mode, Store};
+use async_trait::async_trait;
+use confab_core::CoreError;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use tx::SqliteTx;
+
+/// Versioned migrations, applied in order; `PRAGMA user_version` records
+/// the last one applied.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the SQLite database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "the database {path} has schema version {found}, newer than this confab understands ({known}); \
+         run a newer confab or point --database-url at another database"
+    )]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("migrating {path} to schema version {version} failed: {source}")]
+    Migrate { path: PathBuf, version: i64, source: rusqlite::Error },
+}
+
+const READERS: usize = 4;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies the
+    /// migrations. Refuses a database from a newer schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir { path: dir.to_path_buf(), source })?;
+        }
+        let open = |flags| {
+            let c = Connection::open_with_flags(&path, flags).map_err(|source| OpenError::Open { path: path.clone(), source })?;
+            configure(&c).map_err(|source| OpenError::Open { path: path.clone(), source })?;
+            Ok::<_, OpenError>(c)
+        };
+        let mut writer = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        migrate(&mut writer, &path)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(Mutex::new(open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?));
+        }
+        Ok(SqliteStore { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::new(readers), next_reader: AtomicUsize::new(0) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| OpenError::Open { path: path.to_path_buf(), source })?;
+    if found > SCHEMA_VERSION {
+        return Err(OpenError::TooNew { path: path.to_path_buf(), found, known: SCHEMA_VERSION });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        let err = |source| OpenError::Migrate { path: path.to_path_buf(), version: *version, source };
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", version).map_err(err)?;
+        tx.commit().map_err(err)?;
+        tracing::info!(version, "applied SQLite migration");
+    }
+    Ok(())
+}
+
+/// Maps a driver error to the core's words: busy/locked/I-O trouble is
+/// "unavailable" (retryable), a constraint is a conflict, the rest a bug.
+pub(crate) fn db_err(e: rusqlite::Error) -> CoreError {
+    use rusqlite::ErrorCode::*;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg) => match f.code {
+            DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | CannotOpen | ReadOnly => {
+                CoreError::Unavailable(e.to_string())
+            }
+            ConstraintViolation => CoreError::Conflict(msg.clone().unwrap_or_else(|| "row".into())),
+            _ => CoreError::Internal(e.to_string()),
+        },
+        _ => CoreError::Internal(e.to_string()),
+    }
+}
+
+fn join_err(e: tokio::task::JoinError) -> CoreError {
+    CoreError::Internal(format!("store task failed: {e}"))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn run(&self, mode: Mode, job: Job) -> Result<AnyBox, CoreError> {
+        match mode {
+            Mode::Write => {
+                let writer = self.writer.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = writer.lock().map_err(|_| CoreError::Internal("writer lock poisoned".into()))?;
+                    let t = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                    let mut tx = SqliteTx::new(&t, now());
+                    let out = job(&mut tx)?;
+                    t.commit().map_err(db_err)?;
+                    Ok(out)
+                })
+                .await
+                .map_err(join_err)?
+            }
+            Mode::Read => {
+                let readers = self.readers.clone();
+                let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = readers[i].lock().map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
+                    let t = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
+                    let mut tx = SqliteTx::new(&t, now());
+                    let out = job(&mut tx)?;
+                    // A read job never writes; rollback keeps it honest.
+                    drop(t);
+                    Ok(out)
+                })
+                .await
+                .map_err(join_err)?
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), CoreError> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[0].lock().map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)?;
+            Ok(())
+        })
+        .await
+        .map_err(join_err)?
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}

@@ -1,0 +1,486 @@
+//! `Tx` / `AdminTx` over one rusqlite transaction.
+
+use super::db_err;
+use confab_core::tx::{AdminTx, NewChat, NewUser, StoreTx, Tx, TxResult};
+use confab_core::*;
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+use uuid::Uuid;
+
+pub struct SqliteTx<'a> {
+    t: &'a Transaction<'a>,
+    now: Timestamp,
+}
+
+impl<'a> SqliteTx<'a> {
+    pub fn new(t: &'a Transaction<'a>, now: Timestamp) -> Self {
+        SqliteTx { t, now }
+    }
+
+    fn one<T>(&self, sql: &str, p: impl rusqlite::Params, f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>) -> TxResult<Option<T>> {
+        self.t.prepare_cached(sql).map_err(db_err)?.query_row(p, f).optional().map_err(db_err)
+    }
+
+    fn many<T>(&self, sql: &str, p: impl rusqlite::Params, f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>) -> TxResult<Vec<T>> {
+        let mut st = self.t.prepare_cached(sql).map_err(db_err)?;
+        let rows = st.query_map(p, f).map_err(db_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+    }
+
+    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> TxResult<usize> {
+        self.t.prepare_cached(sql).map_err(db_err)?.execute(p).map_err(db_err)
+    }
+
+    fn next_id(&self, table: &str, tenant: TenantId) -> TxResult<i64> {
+        let sql = format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table} WHERE tenant_id = ?1");
+        Ok(self.one(&sql, params![tenant.0], |r| r.get(0))?.unwrap_or(1))
+    }
+}
+
+fn bad(what: &str, v: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad {what}: {v}").into())
+}
+
+fn parse_uuid(s: String) -> rusqlite::Result<Uuid> {
+    Uuid::parse_str(&s).map_err(|_| bad("uuid", &s))
+}
+
+const CHAT_COLS: &str = "tenant_id, id, uuid, kind, network, title, owner_id, line_id, chat_key, created_at";
+fn chat_row(r: &Row<'_>) -> rusqlite::Result<Chat> {
+    let kind: String = r.get(3)?;
+    let network: String = r.get(4)?;
+    Ok(Chat {
+        tenant_id: TenantId(r.get(0)?),
+        id: ChatId(r.get(1)?),
+        uuid: parse_uuid(r.get(2)?)?,
+        kind: ChatKind::parse(&kind).ok_or_else(|| bad("chat kind", &kind))?,
+        network: Network::parse(&network).ok_or_else(|| bad("network", &network))?,
+        title: r.get(5)?,
+        owner_id: r.get::<_, Option<i64>>(6)?.map(UserId),
+        line_id: r.get::<_, Option<i64>>(7)?.map(LineId),
+        chat_key: r.get(8)?,
+        created_at: r.get(9)?,
+    })
+}
+
+const USER_COLS: &str = "tenant_id, id, kind, name, handle, active, app_id";
+fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    let kind: String = r.get(2)?;
+    Ok(User {
+        tenant_id: TenantId(r.get(0)?),
+        id: UserId(r.get(1)?),
+        kind: UserKind::parse(&kind).ok_or_else(|| bad("user kind", &kind))?,
+        name: r.get(3)?,
+        handle: r.get(4)?,
+        active: r.get(5)?,
+        app_id: r.get::<_, Option<i64>>(6)?.map(AppId),
+    })
+}
+
+const MEMBER_COLS: &str = "chat_id, user_id, role, joined_at, left_at";
+fn member_row(r: &Row<'_>) -> rusqlite::Result<Membership> {
+    let role: String = r.get(2)?;
+    Ok(Membership {
+        chat_id: ChatId(r.get(0)?),
+        user_id: UserId(r.get(1)?),
+        role: Role::parse(&role).ok_or_else(|| bad("role", &role))?,
+        joined_at: r.get(3)?,
+        left_at: r.get(4)?,
+    })
+}
+
+const LINE_COLS: &str = "tenant_id, id, phone_number, user_id, active";
+fn line_row(r: &Row<'_>) -> rusqlite::Result<Line> {
+    Ok(Line {
+        tenant_id: TenantId(r.get(0)?),
+        id: LineId(r.get(1)?),
+        phone_number: r.get(2)?,
+        user_id: UserId(r.get(3)?),
+        active: r.get(4)?,
+    })
+}
+
+fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
+    Ok(App { tenant_id: TenantId(r.get(0)?), id: AppId(r.get(1)?), client_id: r.get(2)?, name: r.get(3)? })
+}
+
+fn tenant_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant { id: TenantId(r.get(0)?), slug: r.get(1)?, name: r.get(2)? })
+}
+
+const EVENT_COLS: &str = "id, uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at";
+fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+    let kind: String = r.get(4)?;
+    Ok(Event {
+        id: EventId(r.get(0)?),
+        uuid: parse_uuid(r.get(1)?)?,
+        event: NewEvent {
+            tenant_id: TenantId(r.get(2)?),
+            chat_id: ChatId(r.get(3)?),
+            kind: EventKind::parse(&kind).ok_or_else(|| bad("event kind", &kind))?,
+            actor_id: r.get::<_, Option<i64>>(5)?.map(UserId),
+            subject_id: r.get::<_, Option<i64>>(6)?.map(UserId),
+            message_id: r.get::<_, Option<i64>>(7)?.map(MessageId),
+            trace_id: r.get(8)?,
+            at: r.get(9)?,
+        },
+    })
+}
+
+const CRED_COLS: &str = "id, tenant_id, kind, user_id, app_id, scopes, expires_at, label, secret, created_at";
+fn cred_row(r: &Row<'_>) -> rusqlite::Result<Credential> {
+    let kind: String = r.get(2)?;
+    let scopes: String = r.get(5)?;
+    Ok(Credential {
+        id: r.get(0)?,
+        tenant_id: TenantId(r.get(1)?),
+        kind: CredentialKind::parse(&kind).ok_or_else(|| bad("credential kind", &kind))?,
+        user_id: r.get::<_, Option<i64>>(3)?.map(UserId),
+        app_id: r.get::<_, Option<i64>>(4)?.map(AppId),
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        expires_at: r.get(6)?,
+        label: r.get(7)?,
+        secret: r.get(8)?,
+        created_at: r.get(9)?,
+    })
+}
+
+impl Tx for SqliteTx<'_> {
+    fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    fn chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>> {
+        self.one(&format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id = ?2"), params![tenant.0, id.0], chat_row)
+    }
+
+    fn chat_by_uuid(&mut self, tenant: TenantId, uuid: Uuid) -> TxResult<Option<Chat>> {
+        self.one(&format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND uuid = ?2"), params![tenant.0, uuid.to_string()], chat_row)
+    }
+
+    fn lock_chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>> {
+        // The write transaction already holds SQLite's single writer lock.
+        self.chat(tenant, id)
+    }
+
+    fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
+        self.many(
+            &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND left_at IS NULL ORDER BY seq"),
+            params![tenant.0, chat.0],
+            member_row,
+        )
+    }
+
+    fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>> {
+        self.one(
+            &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 ORDER BY seq DESC LIMIT 1"),
+            params![tenant.0, chat.0, user.0],
+            member_row,
+        )
+    }
+
+    fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>> {
+        self.one(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?2"), params![tenant.0, id.0], user_row)
+    }
+
+    fn user_by_handle(&mut self, tenant: TenantId, handle: &str) -> TxResult<Option<User>> {
+        self.one(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND handle = ?2"), params![tenant.0, handle], user_row)
+    }
+
+    fn bots_of_app(&mut self, tenant: TenantId, app: AppId) -> TxResult<Vec<User>> {
+        self.many(
+            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND app_id = ?2 AND kind = 'bot' ORDER BY id"),
+            params![tenant.0, app.0],
+            user_row,
+        )
+    }
+
+    fn line(&mut self, tenant: TenantId, id: LineId) -> TxResult<Option<Line>> {
+        self.one(&format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND id = ?2"), params![tenant.0, id.0], line_row)
+    }
+
+    fn line_by_number(&mut self, tenant: TenantId, number: &str) -> TxResult<Option<Line>> {
+        self.one(&format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND phone_number = ?2"), params![tenant.0, number], line_row)
+    }
+
+    fn crm_chats(&mut self, tenant: TenantId, entity: CrmEntity) -> TxResult<Vec<ChatId>> {
+        self.many(
+            "SELECT chat_id FROM crm_links WHERE tenant_id = ?1 AND entity_type = ?2 AND entity_id = ?3 ORDER BY seq",
+            params![tenant.0, entity.entity_type.as_str(), entity.entity_id],
+            |r| Ok(ChatId(r.get(0)?)),
+        )
+    }
+
+    fn insert_chat(&mut self, c: NewChat) -> TxResult<Chat> {
+        let id = match c.id {
+            Some(id) => id,
+            None => ChatId(self.next_id("chats", c.tenant_id)?),
+        };
+        if self.chat(c.tenant_id, id)?.is_some() {
+            return Err(CoreError::Conflict(format!("chat {id}")));
+        }
+        let chat = Chat {
+            tenant_id: c.tenant_id,
+            id,
+            uuid: c.uuid.unwrap_or_else(Uuid::new_v4),
+            kind: c.kind,
+            network: c.network,
+            title: c.title,
+            owner_id: c.owner_id,
+            line_id: c.line_id,
+            chat_key: c.chat_key,
+            created_at: c.created_at,
+        };
+        self.exec(
+            &format!("INSERT INTO chats ({CHAT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            params![
+                chat.tenant_id.0,
+                chat.id.0,
+                chat.uuid.to_string(),
+                chat.kind.as_str(),
+                chat.network.as_str(),
+                chat.title,
+                chat.owner_id.map(|u| u.0),
+                chat.line_id.map(|l| l.0),
+                chat.chat_key,
+                chat.created_at
+            ],
+        )?;
+        Ok(chat)
+    }
+
+    fn insert_user(&mut self, u: NewUser) -> TxResult<User> {
+        let id = match u.id {
+            Some(id) => id,
+            None => UserId(self.next_id("users", u.tenant_id)?),
+        };
+        if self.user(u.tenant_id, id)?.is_some() {
+            return Err(CoreError::Conflict(format!("user {id}")));
+        }
+        if let Some(h) = &u.handle {
+            if self.user_by_handle(u.tenant_id, h)?.is_some() {
+                return Err(CoreError::Conflict(format!("user with handle {h}")));
+            }
+        }
+        let user = User { tenant_id: u.tenant_id, id, kind: u.kind, name: u.name, handle: u.handle, active: u.active, app_id: u.app_id };
+        self.exec(
+            &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            params![user.tenant_id.0, user.id.0, user.kind.as_str(), user.name, user.handle, user.active, user.app_id.map(|a| a.0)],
+        )?;
+        Ok(user)
+    }
+
+    fn open_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role, at: Timestamp) -> TxResult<()> {
+        self.exec(
+            "INSERT INTO memberships (tenant_id, chat_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![tenant.0, chat.0, user.0, role.as_str(), at],
+        )?;
+        Ok(())
+    }
+
+    fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()> {
+        self.exec(
+            "UPDATE memberships SET left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
+            params![tenant.0, chat.0, user.0, at],
+        )?;
+        Ok(())
+    }
+
+    fn set_role(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role) -> TxResult<()> {
+        self.exec(
+            "UPDATE memberships SET role = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
+            params![tenant.0, chat.0, user.0, role.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn set_owner(&mut self, tenant: TenantId, chat: ChatId, owner: Option<UserId>) -> TxResult<()> {
+        self.exec("UPDATE chats SET owner_id = ?3 WHERE tenant_id = ?1 AND id = ?2", params![tenant.0, chat.0, owner.map(|u| u.0)])?;
+        Ok(())
+    }
+
+    fn link_crm(&mut self, tenant: TenantId, entity: CrmEntity, chat: ChatId) -> TxResult<()> {
+        self.exec(
+            "INSERT OR IGNORE INTO crm_links (tenant_id, entity_type, entity_id, chat_id) VALUES (?1, ?2, ?3, ?4)",
+            params![tenant.0, entity.entity_type.as_str(), entity.entity_id, chat.0],
+        )?;
+        Ok(())
+    }
+
+    fn insert_message(&mut self, tenant: TenantId, chat: ChatId, author: UserId, text: &str, at: Timestamp) -> TxResult<Message> {
+        let id = MessageId(self.next_id("messages", tenant)?);
+        let uuid = Uuid::new_v4();
+        self.exec(
+            "INSERT INTO messages (tenant_id, id, uuid, chat_id, author_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![tenant.0, id.0, uuid.to_string(), chat.0, author.0, text, at],
+        )?;
+        Ok(Message { chat_id: chat, id, uuid, author_id: author, text: text.to_owned(), created_at: at })
+    }
+
+    fn append_event(&mut self, e: NewEvent) -> TxResult<Event> {
+        let uuid = Uuid::new_v4();
+        self.exec(
+            "INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                uuid.to_string(),
+                e.tenant_id.0,
+                e.chat_id.0,
+                e.kind.as_str(),
+                e.actor_id.map(|u| u.0),
+                e.subject_id.map(|u| u.0),
+                e.message_id.map(|m| m.0),
+                e.trace_id,
+                e.at
+            ],
+        )?;
+        Ok(Event { id: EventId(self.t.last_insert_rowid()), uuid, event: e })
+    }
+}
+
+impl AdminTx for SqliteTx<'_> {
+    fn insert_tenant(&mut self, slug: &str, name: &str) -> TxResult<Tenant> {
+        if self.tenant_by_slug(slug)?.is_some() {
+            return Err(CoreError::Conflict(format!("tenant {slug}")));
+        }
+        self.exec("INSERT INTO tenants (slug, name, created_at) VALUES (?1, ?2, ?3)", params![slug, name, self.now])?;
+        Ok(Tenant { id: TenantId(self.t.last_insert_rowid()), slug: slug.into(), name: name.into() })
+    }
+
+    fn tenant(&mut self, id: TenantId) -> TxResult<Option<Tenant>> {
+        self.one("SELECT id, slug, name FROM tenants WHERE id = ?1", params![id.0], tenant_row)
+    }
+
+    fn tenant_by_slug(&mut self, slug: &str) -> TxResult<Option<Tenant>> {
+        self.one("SELECT id, slug, name FROM tenants WHERE slug = ?1", params![slug], tenant_row)
+    }
+
+    fn tenants(&mut self) -> TxResult<Vec<Tenant>> {
+        self.many("SELECT id, slug, name FROM tenants ORDER BY id", [], tenant_row)
+    }
+
+    fn insert_app(&mut self, tenant: TenantId, id: Option<AppId>, client_id: &str, name: &str) -> TxResult<App> {
+        if self.app_by_client_id(tenant, client_id)?.is_some() {
+            return Err(CoreError::Conflict(format!("app {client_id}")));
+        }
+        let id = match id {
+            Some(id) => id,
+            None => AppId(self.next_id("apps", tenant)?),
+        };
+        if self.app(tenant, id)?.is_some() {
+            return Err(CoreError::Conflict(format!("app {id}")));
+        }
+        self.exec("INSERT INTO apps (tenant_id, id, client_id, name) VALUES (?1, ?2, ?3, ?4)", params![tenant.0, id.0, client_id, name])?;
+        Ok(App { tenant_id: tenant, id, client_id: client_id.into(), name: name.into() })
+    }
+
+    fn app(&mut self, tenant: TenantId, id: AppId) -> TxResult<Option<App>> {
+        self.one("SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 AND id = ?2", params![tenant.0, id.0], app_row)
+    }
+
+    fn app_by_client_id(&mut self, tenant: TenantId, client_id: &str) -> TxResult<Option<App>> {
+        self.one("SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 AND client_id = ?2", params![tenant.0, client_id], app_row)
+    }
+
+    fn apps(&mut self, tenant: TenantId) -> TxResult<Vec<App>> {
+        self.many("SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 ORDER BY id", params![tenant.0], app_row)
+    }
+
+    fn users(&mut self, tenant: TenantId) -> TxResult<Vec<User>> {
+        self.many(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 ORDER BY id"), params![tenant.0], user_row)
+    }
+
+    fn set_user_active(&mut self, tenant: TenantId, id: UserId, active: bool) -> TxResult<()> {
+        self.exec("UPDATE users SET active = ?3 WHERE tenant_id = ?1 AND id = ?2", params![tenant.0, id.0, active])?;
+        Ok(())
+    }
+
+    fn insert_line(&mut self, tenant: TenantId, number: &str, user: UserId) -> TxResult<Line> {
+        if self.line_by_number(tenant, number)?.is_some() {
+            return Err(CoreError::Conflict(format!("line {number}")));
+        }
+        let id = LineId(self.next_id("lines", tenant)?);
+        self.exec("INSERT INTO lines (tenant_id, id, phone_number, user_id, active) VALUES (?1, ?2, ?3, ?4, 1)", params![tenant.0, id.0, number, user.0])?;
+        Ok(Line { tenant_id: tenant, id, phone_number: number.into(), user_id: user, active: true })
+    }
+
+    fn set_line_active(&mut self, tenant: TenantId, id: LineId, active: bool) -> TxResult<()> {
+        self.exec("UPDATE lines SET active = ?3 WHERE tenant_id = ?1 AND id = ?2", params![tenant.0, id.0, active])?;
+        Ok(())
+    }
+
+    fn lines(&mut self, tenant: TenantId) -> TxResult<Vec<Line>> {
+        self.many(&format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 ORDER BY id"), params![tenant.0], line_row)
+    }
+
+    fn chats(&mut self, tenant: TenantId) -> TxResult<Vec<Chat>> {
+        self.many(&format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 ORDER BY id"), params![tenant.0], chat_row)
+    }
+
+    fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
+        self.many(&format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY seq"), params![tenant.0, chat.0], member_row)
+    }
+
+    fn crm_links(&mut self, tenant: TenantId) -> TxResult<Vec<(CrmEntity, ChatId)>> {
+        self.many(
+            "SELECT entity_type, entity_id, chat_id FROM crm_links WHERE tenant_id = ?1 ORDER BY seq",
+            params![tenant.0],
+            |r| {
+                let t: String = r.get(0)?;
+                let entity_type = CrmEntityType::parse(&t).ok_or_else(|| bad("crm entity type", &t))?;
+                Ok((CrmEntity { entity_type, entity_id: r.get(1)? }, ChatId(r.get(2)?)))
+            },
+        )
+    }
+
+    fn events(&mut self, tenant: TenantId, chat: Option<ChatId>) -> TxResult<Vec<Event>> {
+        match chat {
+            Some(c) => self.many(&format!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY id"), params![tenant.0, c.0], event_row),
+            None => self.many(&format!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 ORDER BY id"), params![tenant.0], event_row),
+        }
+    }
+
+    fn insert_credential(&mut self, c: NewCredential) -> TxResult<Credential> {
+        if self.credential_by_hash(c.kind, &c.secret_hash)?.is_some() {
+            return Err(CoreError::Conflict(format!("{} credential with this secret", c.kind.as_str())));
+        }
+        let scopes = c.scopes.join(" ");
+        self.exec(
+            "INSERT INTO credentials (tenant_id, kind, secret_hash, secret, user_id, app_id, scopes, expires_at, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![c.tenant_id.0, c.kind.as_str(), c.secret_hash, c.secret, c.user_id.map(|u| u.0), c.app_id.map(|a| a.0), scopes, c.expires_at, c.label, self.now],
+        )?;
+        Ok(Credential {
+            id: self.t.last_insert_rowid(),
+            tenant_id: c.tenant_id,
+            kind: c.kind,
+            user_id: c.user_id,
+            app_id: c.app_id,
+            scopes: c.scopes,
+            expires_at: c.expires_at,
+            label: c.label,
+            secret: c.secret,
+            created_at: self.now,
+        })
+    }
+
+    fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>> {
+        self.one(&format!("SELECT {CRED_COLS} FROM credentials WHERE kind = ?1 AND secret_hash = ?2"), params![kind.as_str(), secret_hash], cred_row)
+    }
+
+    fn credentials(&mut self, tenant: TenantId) -> TxResult<Vec<Credential>> {
+        self.many(&format!("SELECT {CRED_COLS} FROM credentials WHERE tenant_id = ?1 ORDER BY id"), params![tenant.0], cred_row)
+    }
+
+    fn setting(&mut self, key: &str) -> TxResult<Option<String>> {
+        self.one("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0))
+    }
+
+    fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()> {
+        self.exec("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, value])?;
+        Ok(())
+    }
+}
+
+impl StoreTx for SqliteTx<'_> {
+    fn as_tx(&mut self) -> &mut dyn Tx {
+        self
+    }
+}
