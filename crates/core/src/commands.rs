@@ -71,7 +71,12 @@ fn pinned_line(tx: &mut dyn Tx, chat: &Chat) -> Result<Option<Line>, CoreError> 
 
 /// Resolves a member reference; with `create`, an unknown handle becomes a
 /// new contact (a person user with that handle).
-fn resolve_member(tx: &mut dyn Tx, tenant: TenantId, who: &MemberRef, create: bool) -> Result<Option<User>, CoreError> {
+fn resolve_member(
+    tx: &mut dyn Tx,
+    tenant: TenantId,
+    who: &MemberRef,
+    create: bool,
+) -> Result<Option<User>, CoreError> {
     match who {
         MemberRef::Id(id) => tx.user(tenant, *id),
         MemberRef::Handle(h) => match tx.user_by_handle(tenant, h)? {
@@ -92,7 +97,14 @@ fn resolve_member(tx: &mut dyn Tx, tenant: TenantId, who: &MemberRef, create: bo
     }
 }
 
-fn event(tx: &mut dyn Tx, chat: &Chat, kind: EventKind, actor: Option<UserId>, subject: Option<UserId>, trace_id: &Option<String>) -> Result<Event, CoreError> {
+fn event(
+    tx: &mut dyn Tx,
+    chat: &Chat,
+    kind: EventKind,
+    actor: Option<UserId>,
+    subject: Option<UserId>,
+    trace_id: &Option<String>,
+) -> Result<Event, CoreError> {
     let at = tx.now();
     tx.append_event(NewEvent {
         tenant_id: chat.tenant_id,
@@ -115,7 +127,12 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
                 None => None,
             };
             let app_bots = tx.bots_of_app(cmd.tenant, *app)?;
-            Some(policy::resolve_bot(*app, *bot_id, requested.as_ref(), &app_bots)?)
+            Some(policy::resolve_bot(
+                *app,
+                *bot_id,
+                requested.as_ref(),
+                &app_bots,
+            )?)
         }
         _ => None,
     };
@@ -125,11 +142,17 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
         (Leaver::User(id), _) => {
             let user = find_user(tx, cmd.tenant, *id)?;
             let latest = tx.membership(chat.tenant_id, chat.id, user.id)?;
-            (user.id, policy::bitrix_leave(&chat, &members, &user, latest.as_ref())?)
+            (
+                user.id,
+                policy::bitrix_leave(&chat, &members, &user, latest.as_ref())?,
+            )
         }
         (Leaver::Bot { .. }, Some(bot)) => {
             let latest = tx.membership(chat.tenant_id, chat.id, bot)?;
-            (bot, policy::bot_leave(&chat, &members, bot, latest.as_ref())?)
+            (
+                bot,
+                policy::bot_leave(&chat, &members, bot, latest.as_ref())?,
+            )
         }
         (Leaver::Bot { .. }, None) => return Err(CoreError::BotNotFound),
         (Leaver::Line, _) => {
@@ -147,9 +170,21 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
         chat.owner_id = None;
     }
     let user = find_user(tx, cmd.tenant, user_id)?;
-    let event = event(tx, &chat, EventKind::Left, Some(user_id), Some(user_id), &cmd.trace_id)?;
+    let event = event(
+        tx,
+        &chat,
+        EventKind::Left,
+        Some(user_id),
+        Some(user_id),
+        &cmd.trace_id,
+    )?;
     let owner_kept = decision.keep_owner && chat.owner_id == Some(user_id);
-    Ok(LeaveOutcome { chat, user, owner_kept, event })
+    Ok(LeaveOutcome {
+        chat,
+        user,
+        owner_kept,
+        event,
+    })
 }
 
 /// Which chat a removal targets.
@@ -157,7 +192,10 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
 pub enum ChatSelector {
     Id(ChatId),
     /// Seed 002: a CRM entity's chat; `chat` None = its last chat.
-    Crm { entity: CrmEntity, chat: Option<ChatId> },
+    Crm {
+        entity: CrmEntity,
+        chat: Option<ChatId>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,12 +255,25 @@ pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError>
             let actor = actor.as_ref().ok_or(CoreError::PermissionDenied)?;
             policy::bitrix_remove(&chat, &members, actor, target.id, latest.as_ref())?
         }
+        RemovePolicy::Admin => policy::admin_remove(&members, target.id, latest.as_ref())?,
     }
     let now = tx.now();
     tx.close_membership(chat.tenant_id, chat.id, target.id, now)?;
-    let event = event(tx, &chat, EventKind::Removed, cmd.actor, Some(target.id), &cmd.trace_id)?;
+    let event = event(
+        tx,
+        &chat,
+        EventKind::Removed,
+        cmd.actor,
+        Some(target.id),
+        &cmd.trace_id,
+    )?;
     let members = tx.active_members(chat.tenant_id, chat.id)?;
-    Ok(RemoveOutcome { chat, user: target, event, members })
+    Ok(RemoveOutcome {
+        chat,
+        user: target,
+        event,
+        members,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,16 +307,30 @@ pub fn add(tx: &mut dyn Tx, cmd: &Add) -> Result<AddOutcome, CoreError> {
     // Check the chat-level rules before creating a contact for the handle,
     // so a refused add leaves nothing behind (the transaction would roll
     // back anyway; this keeps the error order of the docs).
-    let target = resolve_member(tx, cmd.tenant, &cmd.member, true)?.ok_or(CoreError::UserNotFound)?;
+    let target =
+        resolve_member(tx, cmd.tenant, &cmd.member, true)?.ok_or(CoreError::UserNotFound)?;
     let added = policy::add_member(&chat, &members, line.as_ref(), actor.as_ref(), &target)?;
     let mut ev = None;
     if added {
         let now = tx.now();
         tx.open_membership(chat.tenant_id, chat.id, target.id, Role::Member, now)?;
-        ev = Some(event(tx, &chat, EventKind::Joined, cmd.actor, Some(target.id), &cmd.trace_id)?);
+        ev = Some(event(
+            tx,
+            &chat,
+            EventKind::Joined,
+            cmd.actor,
+            Some(target.id),
+            &cmd.trace_id,
+        )?);
     }
     let members = tx.active_members(chat.tenant_id, chat.id)?;
-    Ok(AddOutcome { chat, user: target, added, event: ev, members })
+    Ok(AddOutcome {
+        chat,
+        user: target,
+        added,
+        event: ev,
+        members,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,7 +363,14 @@ pub fn transfer_owner(tx: &mut dyn Tx, cmd: &TransferOwner) -> Result<Chat, Core
     tx.set_role(chat.tenant_id, chat.id, cmd.new_owner, Role::Owner)?;
     tx.set_owner(chat.tenant_id, chat.id, Some(cmd.new_owner))?;
     chat.owner_id = Some(cmd.new_owner);
-    event(tx, &chat, EventKind::OwnerChanged, cmd.actor, Some(cmd.new_owner), &cmd.trace_id)?;
+    event(
+        tx,
+        &chat,
+        EventKind::OwnerChanged,
+        cmd.actor,
+        Some(cmd.new_owner),
+        &cmd.trace_id,
+    )?;
     Ok(chat)
 }
 
@@ -324,7 +396,11 @@ pub fn send_message(tx: &mut dyn Tx, cmd: &SendMessage) -> Result<(Chat, Message
     let members = tx.active_members(chat.tenant_id, chat.id)?;
     let author_id = match cmd.author {
         Author::User(id) => id,
-        Author::Line => pinned_line(tx, &chat)?.ok_or(CoreError::NotSupported)?.user_id,
+        Author::Line => {
+            pinned_line(tx, &chat)?
+                .ok_or(CoreError::NotSupported)?
+                .user_id
+        }
     };
     let author = find_user(tx, cmd.tenant, author_id)?;
     let latest = tx.membership(chat.tenant_id, chat.id, author.id)?;
@@ -372,11 +448,16 @@ pub struct CreateChat {
     pub trace_id: Option<String>,
 }
 
-pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membership>), CoreError> {
+pub fn create_chat(
+    tx: &mut dyn Tx,
+    cmd: &CreateChat,
+) -> Result<(Chat, Vec<Membership>), CoreError> {
     let (owner, line) = match &cmd.creator {
         Some(Creator::User(id)) => (Some(find_user(tx, cmd.tenant, *id)?), None),
         Some(Creator::Line(number)) => {
-            let line = tx.line_by_number(cmd.tenant, number)?.ok_or(CoreError::ForeignLine)?;
+            let line = tx
+                .line_by_number(cmd.tenant, number)?
+                .ok_or(CoreError::ForeignLine)?;
             (Some(find_user(tx, cmd.tenant, line.user_id)?), Some(line))
         }
         None => (None, None),
@@ -393,7 +474,9 @@ pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membe
     }
     policy::create_chat(cmd.kind, cmd.network, others.len())?;
     if cmd.title.chars().count() > 255 {
-        return Err(CoreError::Invalid("title is longer than 255 characters".into()));
+        return Err(CoreError::Invalid(
+            "title is longer than 255 characters".into(),
+        ));
     }
     let now = tx.now();
     let chat = tx.insert_chat(NewChat {
@@ -408,14 +491,35 @@ pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membe
         chat_key: cmd.chat_key.clone(),
         created_at: now,
     })?;
-    event(tx, &chat, EventKind::ChatCreated, owner.as_ref().map(|o| o.id), None, &cmd.trace_id)?;
+    event(
+        tx,
+        &chat,
+        EventKind::ChatCreated,
+        owner.as_ref().map(|o| o.id),
+        None,
+        &cmd.trace_id,
+    )?;
     if let Some(o) = &owner {
         tx.open_membership(chat.tenant_id, chat.id, o.id, Role::Owner, now)?;
-        event(tx, &chat, EventKind::Joined, Some(o.id), Some(o.id), &cmd.trace_id)?;
+        event(
+            tx,
+            &chat,
+            EventKind::Joined,
+            Some(o.id),
+            Some(o.id),
+            &cmd.trace_id,
+        )?;
     }
     for u in &others {
         tx.open_membership(chat.tenant_id, chat.id, u.id, Role::Member, now)?;
-        event(tx, &chat, EventKind::Joined, owner.as_ref().map(|o| o.id), Some(u.id), &cmd.trace_id)?;
+        event(
+            tx,
+            &chat,
+            EventKind::Joined,
+            owner.as_ref().map(|o| o.id),
+            Some(u.id),
+            &cmd.trace_id,
+        )?;
     }
     if let Some(entity) = cmd.crm {
         tx.link_crm(cmd.tenant, entity, chat.id)?;

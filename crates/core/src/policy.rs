@@ -42,6 +42,9 @@ pub enum RemovePolicy {
     IMessage,
     /// The owner removes a member of a Bitrix chat (`im.chat.user.delete`).
     Bitrix,
+    /// An operator of confab removes a member through the admin API: only
+    /// "must be a member" applies.
+    Admin,
 }
 
 /// What a leave decided: whether the owner mark moves away with the user.
@@ -134,7 +137,11 @@ pub fn bot_leave(
 /// Checks shared by every iMessage group operation executed by the pinned
 /// line (seed 003): a group, with a pinned line and a chat key, on which
 /// the line is still present and able to deliver.
-fn imessage_group_ready(chat: &Chat, members: &[Membership], line: Option<&Line>) -> Result<(), CoreError> {
+fn imessage_group_ready(
+    chat: &Chat,
+    members: &[Membership],
+    line: Option<&Line>,
+) -> Result<(), CoreError> {
     if chat.kind == ChatKind::Dm {
         return Err(CoreError::DirectChat);
     }
@@ -154,11 +161,17 @@ fn imessage_group_ready(chat: &Chat, members: &[Membership], line: Option<&Line>
 }
 
 /// `LeavePolicy::IMessage` — seeds 003 and 004: the pinned line leaves.
-pub fn imessage_leave(chat: &Chat, members: &[Membership], line: Option<&Line>) -> Result<LeaveDecision, CoreError> {
+pub fn imessage_leave(
+    chat: &Chat,
+    members: &[Membership],
+    line: Option<&Line>,
+) -> Result<LeaveDecision, CoreError> {
     imessage_group_ready(chat, members, line)?;
     let count = members.iter().filter(|m| m.is_active()).count();
     if count <= IMESSAGE_MIN_GROUP {
-        return Err(CoreError::GroupTooSmall { min_remaining: IMESSAGE_MIN_GROUP });
+        return Err(CoreError::GroupTooSmall {
+            min_remaining: IMESSAGE_MIN_GROUP,
+        });
     }
     Ok(LeaveDecision { keep_owner: false })
 }
@@ -166,7 +179,10 @@ pub fn imessage_leave(chat: &Chat, members: &[Membership], line: Option<&Line>) 
 /// `RemovePolicy::OpenLine`, step 1 — which chat (seed 002): `CHAT_ID`
 /// absent → the entity's last chat; present → it must be one of the
 /// entity's chats.
-pub fn resolve_crm_chat(entity_chats: &[ChatId], chat_id: Option<ChatId>) -> Result<ChatId, CoreError> {
+pub fn resolve_crm_chat(
+    entity_chats: &[ChatId],
+    chat_id: Option<ChatId>,
+) -> Result<ChatId, CoreError> {
     match chat_id {
         None => entity_chats.last().copied().ok_or(CoreError::NoCrmChat),
         Some(id) if entity_chats.contains(&id) => Ok(id),
@@ -186,7 +202,8 @@ pub fn crm_remove(
     if chat.kind == ChatKind::Dm {
         return Err(CoreError::DirectChat);
     }
-    let actor_has_access = actor.active && (chat.owner_id == Some(actor.id) || active(members, actor.id).is_some());
+    let actor_has_access =
+        actor.active && (chat.owner_id == Some(actor.id) || active(members, actor.id).is_some());
     if !actor_has_access {
         return Err(CoreError::PermissionDenied);
     }
@@ -214,7 +231,9 @@ pub fn imessage_remove(
     }
     let count = members.iter().filter(|m| m.is_active()).count();
     if count <= IMESSAGE_MIN_GROUP {
-        return Err(CoreError::GroupTooSmall { min_remaining: IMESSAGE_MIN_GROUP });
+        return Err(CoreError::GroupTooSmall {
+            min_remaining: IMESSAGE_MIN_GROUP,
+        });
     }
     Ok(())
 }
@@ -245,6 +264,18 @@ pub fn bitrix_remove(
     Ok(())
 }
 
+/// `RemovePolicy::Admin` — the target must be an active member.
+pub fn admin_remove(
+    members: &[Membership],
+    target: UserId,
+    target_latest: Option<&Membership>,
+) -> Result<(), CoreError> {
+    match active(members, target) {
+        Some(_) => Ok(()),
+        None => Err(absent(target_latest)),
+    }
+}
+
 /// Adding a member. `actor` None = an administrator. Returns false when the
 /// user is already an active member (adding is idempotent everywhere).
 pub fn add_member(
@@ -260,7 +291,8 @@ pub fn add_member(
     if chat.network == Network::Imessage {
         imessage_group_ready(chat, members, line)?;
     } else if let Some(actor) = actor {
-        if !actor.active || (active(members, actor.id).is_none() && chat.owner_id != Some(actor.id)) {
+        if !actor.active || (active(members, actor.id).is_none() && chat.owner_id != Some(actor.id))
+        {
             return Err(CoreError::PermissionDenied);
         }
     }
@@ -274,7 +306,9 @@ pub fn add_member(
         let count = members.iter().filter(|m| m.is_active()).count();
         // 31 recipients plus the line itself.
         if count + 1 > IMESSAGE_MAX_RECIPIENTS + 1 {
-            return Err(CoreError::TooManyParticipants { max: IMESSAGE_MAX_RECIPIENTS });
+            return Err(CoreError::TooManyParticipants {
+                max: IMESSAGE_MAX_RECIPIENTS,
+            });
         }
     }
     Ok(true)
@@ -283,7 +317,12 @@ pub fn add_member(
 /// Transferring ownership (`im.chat.setOwner`, Vibecode `POST …/owner`):
 /// only the current owner may — even one who has already left (seed 000:
 /// they stay owner) — and only to an active member.
-pub fn transfer_owner(chat: &Chat, members: &[Membership], actor: Option<&User>, new_owner: UserId) -> Result<(), CoreError> {
+pub fn transfer_owner(
+    chat: &Chat,
+    members: &[Membership],
+    actor: Option<&User>,
+    new_owner: UserId,
+) -> Result<(), CoreError> {
     if chat.kind == ChatKind::Dm {
         return Err(CoreError::DirectChat);
     }
@@ -300,7 +339,11 @@ pub fn transfer_owner(chat: &Chat, members: &[Membership], actor: Option<&User>,
 
 /// Sending a message: the author must be in the chat. One who left gets
 /// `LeftChat` (Linq: 409/2013 "This chat is unavailable").
-pub fn send_message(members: &[Membership], author: &User, latest: Option<&Membership>) -> Result<(), CoreError> {
+pub fn send_message(
+    members: &[Membership],
+    author: &User,
+    latest: Option<&Membership>,
+) -> Result<(), CoreError> {
     if !author.active {
         return Err(CoreError::PermissionDenied);
     }
@@ -317,13 +360,17 @@ pub fn send_message(members: &[Membership], author: &User, latest: Option<&Membe
 /// group has 2–31 recipients besides the line (Chert create).
 pub fn create_chat(kind: ChatKind, network: Network, others: usize) -> Result<(), CoreError> {
     match kind {
-        ChatKind::Dm if others != 1 => Err(CoreError::Invalid("a direct chat has exactly one other participant".into())),
+        ChatKind::Dm if others != 1 => Err(CoreError::Invalid(
+            "a direct chat has exactly one other participant".into(),
+        )),
         ChatKind::Group if network == Network::Imessage && others > IMESSAGE_MAX_RECIPIENTS => {
-            Err(CoreError::TooManyParticipants { max: IMESSAGE_MAX_RECIPIENTS })
+            Err(CoreError::TooManyParticipants {
+                max: IMESSAGE_MAX_RECIPIENTS,
+            })
         }
-        ChatKind::Group if network == Network::Imessage && others < 2 => {
-            Err(CoreError::Invalid("an iMessage group needs at least 2 recipients".into()))
-        }
+        ChatKind::Group if network == Network::Imessage && others < 2 => Err(CoreError::Invalid(
+            "an iMessage group needs at least 2 recipients".into(),
+        )),
         _ => Ok(()),
     }
 }

@@ -15,14 +15,19 @@ pub struct FaultyStore {
 
 impl FaultyStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        FaultyStore { inner, failing: AtomicBool::new(false) }
+        FaultyStore {
+            inner,
+            failing: AtomicBool::new(false),
+        }
     }
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
     }
     fn check(&self) -> Result<(), CoreError> {
         if self.failing.load(Ordering::SeqCst) {
-            Err(CoreError::Unavailable("database is unreachable (fault injected)".into()))
+            Err(CoreError::Unavailable(
+                "database is unreachable (fault injected)".into(),
+            ))
         } else {
             Ok(())
         }

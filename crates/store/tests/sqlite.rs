@@ -22,7 +22,15 @@ async fn imessage_world() -> World {
     let (tenant, chat) = store
         .write(|tx| {
             let t = tx.insert_tenant("acme", "Acme")?;
-            let lu = tx.insert_user(NewUser { tenant_id: t.id, id: None, kind: UserKind::Line, name: "line".into(), handle: Some("+15550000000".into()), active: true, app_id: None })?;
+            let lu = tx.insert_user(NewUser {
+                tenant_id: t.id,
+                id: None,
+                kind: UserKind::Line,
+                name: "line".into(),
+                handle: Some("+15550000000".into()),
+                active: true,
+                app_id: None,
+            })?;
             tx.insert_line(t.id, "+15550000000", lu.id)?;
             let (chat, _) = commands::create_chat(
                 tx.as_tx(),
@@ -34,7 +42,10 @@ async fn imessage_world() -> World {
                     network: Network::Imessage,
                     title: "g".into(),
                     creator: Some(Creator::Line("+15550000000".into())),
-                    members: ["+15550000001", "+15550000002", "+15550000003"].iter().map(|h| MemberRef::Handle(h.to_string())).collect(),
+                    members: ["+15550000001", "+15550000002", "+15550000003"]
+                        .iter()
+                        .map(|h| MemberRef::Handle(h.to_string()))
+                        .collect(),
                     chat_key: Some("k".into()),
                     crm: None,
                     trace_id: None,
@@ -44,12 +55,20 @@ async fn imessage_world() -> World {
         })
         .await
         .unwrap();
-    World { store, tenant, chat, _dir: dir }
+    World {
+        store,
+        tenant,
+        chat,
+        _dir: dir,
+    }
 }
 
 async fn active_count(w: &World) -> usize {
     let (t, c) = (w.tenant, w.chat);
-    w.store.read(move |tx| Ok(tx.active_members(t, c)?.len())).await.unwrap()
+    w.store
+        .read(move |tx| Ok(tx.active_members(t, c)?.len()))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -59,8 +78,17 @@ async fn fifty_concurrent_leaves_exactly_one_succeeds_20_times() {
         let mut tasks = Vec::new();
         for _ in 0..50 {
             let store = w.store.clone();
-            let cmd = Leave { tenant: w.tenant, chat: w.chat, leaver: Leaver::Line, trace_id: None };
-            tasks.push(tokio::spawn(async move { store.write(move |tx| commands::leave(tx.as_tx(), &cmd)).await }));
+            let cmd = Leave {
+                tenant: w.tenant,
+                chat: w.chat,
+                leaver: Leaver::Line,
+                trace_id: None,
+            };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .write(move |tx| commands::leave(tx.as_tx(), &cmd))
+                    .await
+            }));
         }
         let mut ok = 0;
         for t in tasks {
@@ -81,8 +109,19 @@ async fn concurrent_removals_never_go_below_three() {
     let mut tasks = Vec::new();
     for h in ["+15550000001", "+15550000002", "+15550000003"] {
         let store = w.store.clone();
-        let cmd = Remove { tenant: w.tenant, chat: ChatSelector::Id(w.chat), actor: None, member: MemberRef::Handle(h.into()), policy: RemovePolicy::IMessage, trace_id: None };
-        tasks.push(tokio::spawn(async move { store.write(move |tx| commands::remove(tx.as_tx(), &cmd)).await }));
+        let cmd = Remove {
+            tenant: w.tenant,
+            chat: ChatSelector::Id(w.chat),
+            actor: None,
+            member: MemberRef::Handle(h.into()),
+            policy: RemovePolicy::IMessage,
+            trace_id: None,
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .write(move |tx| commands::remove(tx.as_tx(), &cmd))
+                .await
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -100,19 +139,36 @@ async fn concurrent_removals_never_go_below_three() {
 async fn failed_command_leaves_nothing_behind() {
     let w = imessage_world().await;
     let (t, c) = (w.tenant, w.chat);
-    let before = w.store.read(move |tx| Ok((tx.events(t, None)?.len(), tx.users(t)?.len()))).await.unwrap();
+    let before = w
+        .store
+        .read(move |tx| Ok((tx.events(t, None)?.len(), tx.users(t)?.len())))
+        .await
+        .unwrap();
     // Adding a 33rd member fails after the contact row would have been made.
     let res = w
         .store
         .write(move |tx| {
             for i in 10..40 {
-                commands::add(tx.as_tx(), &Add { tenant: t, chat: c, actor: None, member: MemberRef::Handle(format!("+1555000{i:04}")), trace_id: None })?;
+                commands::add(
+                    tx.as_tx(),
+                    &Add {
+                        tenant: t,
+                        chat: c,
+                        actor: None,
+                        member: MemberRef::Handle(format!("+1555000{i:04}")),
+                        trace_id: None,
+                    },
+                )?;
             }
             Ok(())
         })
         .await;
     assert_eq!(res, Err(CoreError::TooManyParticipants { max: 31 }));
-    let after = w.store.read(move |tx| Ok((tx.events(t, None)?.len(), tx.users(t)?.len()))).await.unwrap();
+    let after = w
+        .store
+        .read(move |tx| Ok((tx.events(t, None)?.len(), tx.users(t)?.len())))
+        .await
+        .unwrap();
     assert_eq!(before, after, "the whole transaction rolled back");
     assert_eq!(active_count(&w).await, 4);
 }
@@ -121,23 +177,61 @@ async fn failed_command_leaves_nothing_behind() {
 async fn leave_keeps_history_and_records_event() {
     let w = imessage_world().await;
     let (t, c) = (w.tenant, w.chat);
-    let out = w.store.write(move |tx| commands::leave(tx.as_tx(), &Leave { tenant: t, chat: c, leaver: Leaver::Line, trace_id: Some("tr".into()) })).await.unwrap();
+    let out = w
+        .store
+        .write(move |tx| {
+            commands::leave(
+                tx.as_tx(),
+                &Leave {
+                    tenant: t,
+                    chat: c,
+                    leaver: Leaver::Line,
+                    trace_id: Some("tr".into()),
+                },
+            )
+        })
+        .await
+        .unwrap();
     assert_eq!(out.event.event.kind, EventKind::Left);
-    let (history, events) = w.store.read(move |tx| Ok((tx.membership_history(t, c)?, tx.events(t, Some(c))?))).await.unwrap();
+    let (history, events) = w
+        .store
+        .read(move |tx| Ok((tx.membership_history(t, c)?, tx.events(t, Some(c))?)))
+        .await
+        .unwrap();
     assert_eq!(history.len(), 4, "rows are never deleted");
     assert_eq!(history.iter().filter(|m| m.left_at.is_some()).count(), 1);
     let last = events.last().unwrap();
-    assert_eq!((last.event.kind, last.event.trace_id.as_deref()), (EventKind::Left, Some("tr")));
+    assert_eq!(
+        (last.event.kind, last.event.trace_id.as_deref()),
+        (EventKind::Left, Some("tr"))
+    );
 }
 
 #[tokio::test]
 async fn tenants_do_not_see_each_other() {
     let w = imessage_world().await;
     let c = w.chat;
-    let other = w.store.write(|tx| Ok(tx.insert_tenant("other", "Other")?.id)).await.unwrap();
+    let other = w
+        .store
+        .write(|tx| Ok(tx.insert_tenant("other", "Other")?.id))
+        .await
+        .unwrap();
     let seen = w.store.read(move |tx| tx.chat(other, c)).await.unwrap();
     assert_eq!(seen, None);
-    let res = w.store.write(move |tx| commands::leave(tx.as_tx(), &Leave { tenant: other, chat: c, leaver: Leaver::Line, trace_id: None })).await;
+    let res = w
+        .store
+        .write(move |tx| {
+            commands::leave(
+                tx.as_tx(),
+                &Leave {
+                    tenant: other,
+                    chat: c,
+                    leaver: Leaver::Line,
+                    trace_id: None,
+                },
+            )
+        })
+        .await;
     assert_eq!(res.unwrap_err(), CoreError::ChatNotFound);
 }
 
@@ -155,6 +249,11 @@ fn refuses_a_newer_schema() {
 
 #[test]
 fn unwritable_directory_is_a_clear_error() {
-    let err = SqliteStore::open("/proc/confab-cannot-write-here/x.db").err().expect("must fail");
-    assert!(err.to_string().contains("cannot create the data directory"), "{err}");
+    let err = SqliteStore::open("/proc/confab-cannot-write-here/x.db")
+        .err()
+        .expect("must fail");
+    assert!(
+        err.to_string().contains("cannot create the data directory"),
+        "{err}"
+    );
 }

@@ -26,16 +26,30 @@ pub const SCHEMA_VERSION: i64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create the data directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the SQLite database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error(
         "the database {path} has schema version {found}, newer than this confab understands ({known}); \
          run a newer confab or point --database-url at another database"
     )]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("migrating {path} to schema version {version} failed: {source}")]
-    Migrate { path: PathBuf, version: i64, source: rusqlite::Error },
+    Migrate {
+        path: PathBuf,
+        version: i64,
+        source: rusqlite::Error,
+    },
 }
 
 const READERS: usize = 4;
@@ -48,7 +62,10 @@ pub struct SqliteStore {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -65,20 +82,41 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let open = |flags| {
-            let c = Connection::open_with_flags(&path, flags).map_err(|source| OpenError::Open { path: path.clone(), source })?;
-            configure(&c).map_err(|source| OpenError::Open { path: path.clone(), source })?;
+            let c =
+                Connection::open_with_flags(&path, flags).map_err(|source| OpenError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+            configure(&c).map_err(|source| OpenError::Open {
+                path: path.clone(),
+                source,
+            })?;
             Ok::<_, OpenError>(c)
         };
-        let mut writer = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let mut writer = open(
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
         migrate(&mut writer, &path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            readers.push(Mutex::new(open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?));
+            readers.push(Mutex::new(open(
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?));
         }
-        Ok(SqliteStore { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::new(readers), next_reader: AtomicUsize::new(0) })
+        Ok(SqliteStore {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -89,15 +127,29 @@ impl SqliteStore {
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|source| OpenError::Open { path: path.to_path_buf(), source })?;
+        .map_err(|source| OpenError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if found > SCHEMA_VERSION {
-        return Err(OpenError::TooNew { path: path.to_path_buf(), found, known: SCHEMA_VERSION });
+        return Err(OpenError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known: SCHEMA_VERSION,
+        });
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
-        let err = |source| OpenError::Migrate { path: path.to_path_buf(), version: *version, source };
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).map_err(err)?;
+        let err = |source| OpenError::Migrate {
+            path: path.to_path_buf(),
+            version: *version,
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", version).map_err(err)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(err)?;
         tx.commit().map_err(err)?;
         tracing::info!(version, "applied SQLite migration");
     }
@@ -131,8 +183,12 @@ impl Store for SqliteStore {
             Mode::Write => {
                 let writer = self.writer.clone();
                 tokio::task::spawn_blocking(move || {
-                    let mut conn = writer.lock().map_err(|_| CoreError::Internal("writer lock poisoned".into()))?;
-                    let t = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                    let mut conn = writer
+                        .lock()
+                        .map_err(|_| CoreError::Internal("writer lock poisoned".into()))?;
+                    let t = conn
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .map_err(db_err)?;
                     let mut tx = SqliteTx::new(&t, now());
                     let out = job(&mut tx)?;
                     t.commit().map_err(db_err)?;
@@ -145,8 +201,12 @@ impl Store for SqliteStore {
                 let readers = self.readers.clone();
                 let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
                 tokio::task::spawn_blocking(move || {
-                    let mut conn = readers[i].lock().map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
-                    let t = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
+                    let mut conn = readers[i]
+                        .lock()
+                        .map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
+                    let t = conn
+                        .transaction_with_behavior(TransactionBehavior::Deferred)
+                        .map_err(db_err)?;
                     let mut tx = SqliteTx::new(&t, now());
                     let out = job(&mut tx)?;
                     // A read job never writes; rollback keeps it honest.
@@ -162,8 +222,11 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), CoreError> {
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = readers[0].lock().map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
-            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)?;
+            let conn = readers[0]
+                .lock()
+                .map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(db_err)?;
             Ok(())
         })
         .await

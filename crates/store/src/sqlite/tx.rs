@@ -16,35 +16,61 @@ impl<'a> SqliteTx<'a> {
         SqliteTx { t, now }
     }
 
-    fn one<T>(&self, sql: &str, p: impl rusqlite::Params, f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>) -> TxResult<Option<T>> {
-        self.t.prepare_cached(sql).map_err(db_err)?.query_row(p, f).optional().map_err(db_err)
+    fn one<T>(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> TxResult<Option<T>> {
+        self.t
+            .prepare_cached(sql)
+            .map_err(db_err)?
+            .query_row(p, f)
+            .optional()
+            .map_err(db_err)
     }
 
-    fn many<T>(&self, sql: &str, p: impl rusqlite::Params, f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>) -> TxResult<Vec<T>> {
+    fn many<T>(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+        f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> TxResult<Vec<T>> {
         let mut st = self.t.prepare_cached(sql).map_err(db_err)?;
         let rows = st.query_map(p, f).map_err(db_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
     }
 
     fn exec(&self, sql: &str, p: impl rusqlite::Params) -> TxResult<usize> {
-        self.t.prepare_cached(sql).map_err(db_err)?.execute(p).map_err(db_err)
+        self.t
+            .prepare_cached(sql)
+            .map_err(db_err)?
+            .execute(p)
+            .map_err(db_err)
     }
 
     fn next_id(&self, table: &str, tenant: TenantId) -> TxResult<i64> {
         let sql = format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table} WHERE tenant_id = ?1");
-        Ok(self.one(&sql, params![tenant.0], |r| r.get(0))?.unwrap_or(1))
+        Ok(self
+            .one(&sql, params![tenant.0], |r| r.get(0))?
+            .unwrap_or(1))
     }
 }
 
 fn bad(what: &str, v: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad {what}: {v}").into())
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("bad {what}: {v}").into(),
+    )
 }
 
 fn parse_uuid(s: String) -> rusqlite::Result<Uuid> {
     Uuid::parse_str(&s).map_err(|_| bad("uuid", &s))
 }
 
-const CHAT_COLS: &str = "tenant_id, id, uuid, kind, network, title, owner_id, line_id, chat_key, created_at";
+const CHAT_COLS: &str =
+    "tenant_id, id, uuid, kind, network, title, owner_id, line_id, chat_key, created_at";
 fn chat_row(r: &Row<'_>) -> rusqlite::Result<Chat> {
     let kind: String = r.get(3)?;
     let network: String = r.get(4)?;
@@ -100,14 +126,24 @@ fn line_row(r: &Row<'_>) -> rusqlite::Result<Line> {
 }
 
 fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
-    Ok(App { tenant_id: TenantId(r.get(0)?), id: AppId(r.get(1)?), client_id: r.get(2)?, name: r.get(3)? })
+    Ok(App {
+        tenant_id: TenantId(r.get(0)?),
+        id: AppId(r.get(1)?),
+        client_id: r.get(2)?,
+        name: r.get(3)?,
+    })
 }
 
 fn tenant_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
-    Ok(Tenant { id: TenantId(r.get(0)?), slug: r.get(1)?, name: r.get(2)? })
+    Ok(Tenant {
+        id: TenantId(r.get(0)?),
+        slug: r.get(1)?,
+        name: r.get(2)?,
+    })
 }
 
-const EVENT_COLS: &str = "id, uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at";
+const EVENT_COLS: &str =
+    "id, uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at";
 fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
     let kind: String = r.get(4)?;
     Ok(Event {
@@ -126,7 +162,8 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-const CRED_COLS: &str = "id, tenant_id, kind, user_id, app_id, scopes, expires_at, label, secret, created_at";
+const CRED_COLS: &str =
+    "id, tenant_id, kind, user_id, app_id, scopes, expires_at, label, secret, created_at";
 fn cred_row(r: &Row<'_>) -> rusqlite::Result<Credential> {
     let kind: String = r.get(2)?;
     let scopes: String = r.get(5)?;
@@ -150,11 +187,19 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>> {
-        self.one(&format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id = ?2"), params![tenant.0, id.0], chat_row)
+        self.one(
+            &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id = ?2"),
+            params![tenant.0, id.0],
+            chat_row,
+        )
     }
 
     fn chat_by_uuid(&mut self, tenant: TenantId, uuid: Uuid) -> TxResult<Option<Chat>> {
-        self.one(&format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND uuid = ?2"), params![tenant.0, uuid.to_string()], chat_row)
+        self.one(
+            &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND uuid = ?2"),
+            params![tenant.0, uuid.to_string()],
+            chat_row,
+        )
     }
 
     fn lock_chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>> {
@@ -170,7 +215,12 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>> {
+    fn membership(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        user: UserId,
+    ) -> TxResult<Option<Membership>> {
         self.one(
             &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 ORDER BY seq DESC LIMIT 1"),
             params![tenant.0, chat.0, user.0],
@@ -179,11 +229,19 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>> {
-        self.one(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?2"), params![tenant.0, id.0], user_row)
+        self.one(
+            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?2"),
+            params![tenant.0, id.0],
+            user_row,
+        )
     }
 
     fn user_by_handle(&mut self, tenant: TenantId, handle: &str) -> TxResult<Option<User>> {
-        self.one(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND handle = ?2"), params![tenant.0, handle], user_row)
+        self.one(
+            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND handle = ?2"),
+            params![tenant.0, handle],
+            user_row,
+        )
     }
 
     fn bots_of_app(&mut self, tenant: TenantId, app: AppId) -> TxResult<Vec<User>> {
@@ -195,11 +253,19 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn line(&mut self, tenant: TenantId, id: LineId) -> TxResult<Option<Line>> {
-        self.one(&format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND id = ?2"), params![tenant.0, id.0], line_row)
+        self.one(
+            &format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND id = ?2"),
+            params![tenant.0, id.0],
+            line_row,
+        )
     }
 
     fn line_by_number(&mut self, tenant: TenantId, number: &str) -> TxResult<Option<Line>> {
-        self.one(&format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND phone_number = ?2"), params![tenant.0, number], line_row)
+        self.one(
+            &format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND phone_number = ?2"),
+            params![tenant.0, number],
+            line_row,
+        )
     }
 
     fn crm_chats(&mut self, tenant: TenantId, entity: CrmEntity) -> TxResult<Vec<ChatId>> {
@@ -231,7 +297,9 @@ impl Tx for SqliteTx<'_> {
             created_at: c.created_at,
         };
         self.exec(
-            &format!("INSERT INTO chats ({CHAT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!(
+                "INSERT INTO chats ({CHAT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
             params![
                 chat.tenant_id.0,
                 chat.id.0,
@@ -261,15 +329,38 @@ impl Tx for SqliteTx<'_> {
                 return Err(CoreError::Conflict(format!("user with handle {h}")));
             }
         }
-        let user = User { tenant_id: u.tenant_id, id, kind: u.kind, name: u.name, handle: u.handle, active: u.active, app_id: u.app_id };
+        let user = User {
+            tenant_id: u.tenant_id,
+            id,
+            kind: u.kind,
+            name: u.name,
+            handle: u.handle,
+            active: u.active,
+            app_id: u.app_id,
+        };
         self.exec(
             &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-            params![user.tenant_id.0, user.id.0, user.kind.as_str(), user.name, user.handle, user.active, user.app_id.map(|a| a.0)],
+            params![
+                user.tenant_id.0,
+                user.id.0,
+                user.kind.as_str(),
+                user.name,
+                user.handle,
+                user.active,
+                user.app_id.map(|a| a.0)
+            ],
         )?;
         Ok(user)
     }
 
-    fn open_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role, at: Timestamp) -> TxResult<()> {
+    fn open_membership(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        user: UserId,
+        role: Role,
+        at: Timestamp,
+    ) -> TxResult<()> {
         self.exec(
             "INSERT INTO memberships (tenant_id, chat_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![tenant.0, chat.0, user.0, role.as_str(), at],
@@ -277,7 +368,13 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()> {
+    fn close_membership(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        user: UserId,
+        at: Timestamp,
+    ) -> TxResult<()> {
         self.exec(
             "UPDATE memberships SET left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
             params![tenant.0, chat.0, user.0, at],
@@ -285,7 +382,13 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn set_role(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role) -> TxResult<()> {
+    fn set_role(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        user: UserId,
+        role: Role,
+    ) -> TxResult<()> {
         self.exec(
             "UPDATE memberships SET role = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
             params![tenant.0, chat.0, user.0, role.as_str()],
@@ -294,7 +397,10 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn set_owner(&mut self, tenant: TenantId, chat: ChatId, owner: Option<UserId>) -> TxResult<()> {
-        self.exec("UPDATE chats SET owner_id = ?3 WHERE tenant_id = ?1 AND id = ?2", params![tenant.0, chat.0, owner.map(|u| u.0)])?;
+        self.exec(
+            "UPDATE chats SET owner_id = ?3 WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.0, chat.0, owner.map(|u| u.0)],
+        )?;
         Ok(())
     }
 
@@ -306,14 +412,28 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn insert_message(&mut self, tenant: TenantId, chat: ChatId, author: UserId, text: &str, at: Timestamp) -> TxResult<Message> {
+    fn insert_message(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        author: UserId,
+        text: &str,
+        at: Timestamp,
+    ) -> TxResult<Message> {
         let id = MessageId(self.next_id("messages", tenant)?);
         let uuid = Uuid::new_v4();
         self.exec(
             "INSERT INTO messages (tenant_id, id, uuid, chat_id, author_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![tenant.0, id.0, uuid.to_string(), chat.0, author.0, text, at],
         )?;
-        Ok(Message { chat_id: chat, id, uuid, author_id: author, text: text.to_owned(), created_at: at })
+        Ok(Message {
+            chat_id: chat,
+            id,
+            uuid,
+            author_id: author,
+            text: text.to_owned(),
+            created_at: at,
+        })
     }
 
     fn append_event(&mut self, e: NewEvent) -> TxResult<Event> {
@@ -332,7 +452,11 @@ impl Tx for SqliteTx<'_> {
                 e.at
             ],
         )?;
-        Ok(Event { id: EventId(self.t.last_insert_rowid()), uuid, event: e })
+        Ok(Event {
+            id: EventId(self.t.last_insert_rowid()),
+            uuid,
+            event: e,
+        })
     }
 }
 
@@ -341,23 +465,48 @@ impl AdminTx for SqliteTx<'_> {
         if self.tenant_by_slug(slug)?.is_some() {
             return Err(CoreError::Conflict(format!("tenant {slug}")));
         }
-        self.exec("INSERT INTO tenants (slug, name, created_at) VALUES (?1, ?2, ?3)", params![slug, name, self.now])?;
-        Ok(Tenant { id: TenantId(self.t.last_insert_rowid()), slug: slug.into(), name: name.into() })
+        self.exec(
+            "INSERT INTO tenants (slug, name, created_at) VALUES (?1, ?2, ?3)",
+            params![slug, name, self.now],
+        )?;
+        Ok(Tenant {
+            id: TenantId(self.t.last_insert_rowid()),
+            slug: slug.into(),
+            name: name.into(),
+        })
     }
 
     fn tenant(&mut self, id: TenantId) -> TxResult<Option<Tenant>> {
-        self.one("SELECT id, slug, name FROM tenants WHERE id = ?1", params![id.0], tenant_row)
+        self.one(
+            "SELECT id, slug, name FROM tenants WHERE id = ?1",
+            params![id.0],
+            tenant_row,
+        )
     }
 
     fn tenant_by_slug(&mut self, slug: &str) -> TxResult<Option<Tenant>> {
-        self.one("SELECT id, slug, name FROM tenants WHERE slug = ?1", params![slug], tenant_row)
+        self.one(
+            "SELECT id, slug, name FROM tenants WHERE slug = ?1",
+            params![slug],
+            tenant_row,
+        )
     }
 
     fn tenants(&mut self) -> TxResult<Vec<Tenant>> {
-        self.many("SELECT id, slug, name FROM tenants ORDER BY id", [], tenant_row)
+        self.many(
+            "SELECT id, slug, name FROM tenants ORDER BY id",
+            [],
+            tenant_row,
+        )
     }
 
-    fn insert_app(&mut self, tenant: TenantId, id: Option<AppId>, client_id: &str, name: &str) -> TxResult<App> {
+    fn insert_app(
+        &mut self,
+        tenant: TenantId,
+        id: Option<AppId>,
+        client_id: &str,
+        name: &str,
+    ) -> TxResult<App> {
         if self.app_by_client_id(tenant, client_id)?.is_some() {
             return Err(CoreError::Conflict(format!("app {client_id}")));
         }
@@ -368,12 +517,24 @@ impl AdminTx for SqliteTx<'_> {
         if self.app(tenant, id)?.is_some() {
             return Err(CoreError::Conflict(format!("app {id}")));
         }
-        self.exec("INSERT INTO apps (tenant_id, id, client_id, name) VALUES (?1, ?2, ?3, ?4)", params![tenant.0, id.0, client_id, name])?;
-        Ok(App { tenant_id: tenant, id, client_id: client_id.into(), name: name.into() })
+        self.exec(
+            "INSERT INTO apps (tenant_id, id, client_id, name) VALUES (?1, ?2, ?3, ?4)",
+            params![tenant.0, id.0, client_id, name],
+        )?;
+        Ok(App {
+            tenant_id: tenant,
+            id,
+            client_id: client_id.into(),
+            name: name.into(),
+        })
     }
 
     fn app(&mut self, tenant: TenantId, id: AppId) -> TxResult<Option<App>> {
-        self.one("SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 AND id = ?2", params![tenant.0, id.0], app_row)
+        self.one(
+            "SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.0, id.0],
+            app_row,
+        )
     }
 
     fn app_by_client_id(&mut self, tenant: TenantId, client_id: &str) -> TxResult<Option<App>> {
@@ -381,15 +542,26 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn apps(&mut self, tenant: TenantId) -> TxResult<Vec<App>> {
-        self.many("SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 ORDER BY id", params![tenant.0], app_row)
+        self.many(
+            "SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 ORDER BY id",
+            params![tenant.0],
+            app_row,
+        )
     }
 
     fn users(&mut self, tenant: TenantId) -> TxResult<Vec<User>> {
-        self.many(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 ORDER BY id"), params![tenant.0], user_row)
+        self.many(
+            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 ORDER BY id"),
+            params![tenant.0],
+            user_row,
+        )
     }
 
     fn set_user_active(&mut self, tenant: TenantId, id: UserId, active: bool) -> TxResult<()> {
-        self.exec("UPDATE users SET active = ?3 WHERE tenant_id = ?1 AND id = ?2", params![tenant.0, id.0, active])?;
+        self.exec(
+            "UPDATE users SET active = ?3 WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.0, id.0, active],
+        )?;
         Ok(())
     }
 
@@ -399,20 +571,37 @@ impl AdminTx for SqliteTx<'_> {
         }
         let id = LineId(self.next_id("lines", tenant)?);
         self.exec("INSERT INTO lines (tenant_id, id, phone_number, user_id, active) VALUES (?1, ?2, ?3, ?4, 1)", params![tenant.0, id.0, number, user.0])?;
-        Ok(Line { tenant_id: tenant, id, phone_number: number.into(), user_id: user, active: true })
+        Ok(Line {
+            tenant_id: tenant,
+            id,
+            phone_number: number.into(),
+            user_id: user,
+            active: true,
+        })
     }
 
     fn set_line_active(&mut self, tenant: TenantId, id: LineId, active: bool) -> TxResult<()> {
-        self.exec("UPDATE lines SET active = ?3 WHERE tenant_id = ?1 AND id = ?2", params![tenant.0, id.0, active])?;
+        self.exec(
+            "UPDATE lines SET active = ?3 WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.0, id.0, active],
+        )?;
         Ok(())
     }
 
     fn lines(&mut self, tenant: TenantId) -> TxResult<Vec<Line>> {
-        self.many(&format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 ORDER BY id"), params![tenant.0], line_row)
+        self.many(
+            &format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 ORDER BY id"),
+            params![tenant.0],
+            line_row,
+        )
     }
 
     fn chats(&mut self, tenant: TenantId) -> TxResult<Vec<Chat>> {
-        self.many(&format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 ORDER BY id"), params![tenant.0], chat_row)
+        self.many(
+            &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 ORDER BY id"),
+            params![tenant.0],
+            chat_row,
+        )
     }
 
     fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
@@ -440,7 +629,10 @@ impl AdminTx for SqliteTx<'_> {
 
     fn insert_credential(&mut self, c: NewCredential) -> TxResult<Credential> {
         if self.credential_by_hash(c.kind, &c.secret_hash)?.is_some() {
-            return Err(CoreError::Conflict(format!("{} credential with this secret", c.kind.as_str())));
+            return Err(CoreError::Conflict(format!(
+                "{} credential with this secret",
+                c.kind.as_str()
+            )));
         }
         let scopes = c.scopes.join(" ");
         self.exec(
@@ -461,16 +653,32 @@ impl AdminTx for SqliteTx<'_> {
         })
     }
 
-    fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>> {
-        self.one(&format!("SELECT {CRED_COLS} FROM credentials WHERE kind = ?1 AND secret_hash = ?2"), params![kind.as_str(), secret_hash], cred_row)
+    fn credential_by_hash(
+        &mut self,
+        kind: CredentialKind,
+        secret_hash: &str,
+    ) -> TxResult<Option<Credential>> {
+        self.one(
+            &format!("SELECT {CRED_COLS} FROM credentials WHERE kind = ?1 AND secret_hash = ?2"),
+            params![kind.as_str(), secret_hash],
+            cred_row,
+        )
     }
 
     fn credentials(&mut self, tenant: TenantId) -> TxResult<Vec<Credential>> {
-        self.many(&format!("SELECT {CRED_COLS} FROM credentials WHERE tenant_id = ?1 ORDER BY id"), params![tenant.0], cred_row)
+        self.many(
+            &format!("SELECT {CRED_COLS} FROM credentials WHERE tenant_id = ?1 ORDER BY id"),
+            params![tenant.0],
+            cred_row,
+        )
     }
 
     fn setting(&mut self, key: &str) -> TxResult<Option<String>> {
-        self.one("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0))
+        self.one(
+            "SELECT value FROM settings WHERE key = ?1",
+            params![key],
+            |r| r.get(0),
+        )
     }
 
     fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()> {

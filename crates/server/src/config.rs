@@ -1,0 +1,211 @@
+//! Configuration: flags > `CONFAB_*` environment > TOML file (`--config`)
+//! > defaults. One struct, every field documented; `confab config example`
+//! prints the file form generated from the same defaults.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://confab-data/confab.db";
+
+/// Options every subcommand that touches the database understands.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DbArgs {
+    /// Database: `sqlite://PATH` (default `sqlite://confab-data/confab.db`,
+    /// created on first start).
+    #[arg(long, env = "CONFAB_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Optional TOML configuration file (keys as in `confab config example`).
+    #[arg(long, env = "CONFAB_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// `confab serve` options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CONFAB_LISTEN")]
+    pub listen: Option<String>,
+    /// Bearer token for the admin API. When none is configured, one is
+    /// generated on first start, stored (hashed) and printed once.
+    #[arg(long, env = "CONFAB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Log level or filter (`info`, `debug`, `confab=debug,tower_http=info`).
+    #[arg(long, env = "CONFAB_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "CONFAB_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Seconds before a request is answered with a timeout error.
+    #[arg(long, env = "CONFAB_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "CONFAB_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Apply this world file (idempotently) before serving.
+    #[arg(long, env = "CONFAB_WORLD")]
+    pub world: Option<PathBuf>,
+    /// Seed the demo world and print its credentials and a curl per face.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// The file form; every key optional.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    pub request_timeout: Option<u64>,
+    pub body_limit: Option<usize>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub database_url: String,
+    pub admin_token: Option<String>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub request_timeout: u64,
+    pub body_limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    pub fn example() -> String {
+        let f = FileConfig {
+            listen: Some(DEFAULT_LISTEN.into()),
+            database_url: Some(DEFAULT_DATABASE_URL.into()),
+            admin_token: None,
+            log_level: Some("info".into()),
+            log_format: Some("text".into()),
+            request_timeout: Some(30),
+            body_limit: Some(1024 * 1024),
+        };
+        let body = toml::to_string(&f).unwrap_or_default();
+        format!("# confab configuration (all keys optional; flags and CONFAB_* env override)\n# admin_token = \"choose-a-long-random-token\"\n{body}")
+    }
+
+    pub fn resolve(db: &DbArgs, serve: &ServeArgs) -> anyhow::Result<Config> {
+        let file = match &db.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let log_format = match serve
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .as_deref()
+            .unwrap_or("text")
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log format must be \"text\" or \"json\", got {other:?}"),
+        };
+        Ok(Config {
+            listen: serve
+                .listen
+                .clone()
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            database_url: db
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            admin_token: serve.admin_token.clone().or(file.admin_token),
+            log_level: serve
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            log_format,
+            request_timeout: serve.request_timeout.or(file.request_timeout).unwrap_or(30),
+            body_limit: serve.body_limit.or(file.body_limit).unwrap_or(1024 * 1024),
+        })
+    }
+}
+
+/// Where a `sqlite://` URL points. PostgreSQL URLs are recognised and
+/// refused with a clear message until the PostgreSQL store lands.
+pub fn sqlite_path(url: &str) -> anyhow::Result<PathBuf> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!("PostgreSQL is not supported by this build yet; use a sqlite:// database URL");
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    if path.is_empty() {
+        bail!("the database URL {url:?} names no file");
+    }
+    Ok(PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\nlog_level = \"debug\"\n",
+        )
+        .unwrap();
+        let db = DbArgs {
+            database_url: None,
+            config: Some(file),
+        };
+        let serve = ServeArgs {
+            log_level: Some("warn".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&db, &serve).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9999", "file beats default");
+        assert_eq!(c.log_level, "warn", "flag beats file");
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL, "default");
+    }
+
+    #[test]
+    fn example_parses_back() {
+        let text = Config::example();
+        let parsed: FileConfig = toml::from_str(&text).unwrap();
+        assert_eq!(parsed.listen.as_deref(), Some(DEFAULT_LISTEN));
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            sqlite_path("sqlite://a/b.db").unwrap(),
+            PathBuf::from("a/b.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/x.db").unwrap(),
+            PathBuf::from("/tmp/x.db")
+        );
+        assert!(sqlite_path("postgres://x")
+            .unwrap_err()
+            .to_string()
+            .contains("PostgreSQL"));
+    }
+}

@@ -1,0 +1,114 @@
+//! Opening the store, the admin token, and serving until SIGINT/SIGTERM.
+
+use crate::app::{self, HttpLimits};
+use crate::config::{sqlite_path, Config, LogFormat};
+use anyhow::Context;
+use confab_core::CoreError;
+use confab_faces::common::{hash_secret, random_token};
+use confab_faces::AppState;
+use confab_store::{SqliteStore, Store, StoreExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn open_store(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let path = sqlite_path(database_url)?;
+    let store = SqliteStore::open(&path)?;
+    Ok(Arc::new(store))
+}
+
+const ADMIN_TOKEN_KEY: &str = "admin_token_hash";
+
+/// The admin token's hash, and the token itself when it was generated now
+/// (so the caller prints it, once).
+pub async fn admin_token(
+    store: &Arc<dyn Store>,
+    configured: Option<&str>,
+) -> Result<(String, Option<String>), CoreError> {
+    if let Some(t) = configured {
+        return Ok((hash_secret(t), None));
+    }
+    store
+        .write(|tx| match tx.setting(ADMIN_TOKEN_KEY)? {
+            Some(hash) => Ok((hash, None)),
+            None => {
+                let token = format!("confab_admin_{}", random_token(32));
+                let hash = hash_secret(&token);
+                tx.set_setting(ADMIN_TOKEN_KEY, &hash)?;
+                Ok((hash, Some(token)))
+            }
+        })
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+pub struct Prepared {
+    pub state: AppState,
+    pub limits: HttpLimits,
+    pub generated_admin_token: Option<String>,
+}
+
+pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
+    let store = open_store(&config.database_url)?;
+    let (hash, generated) = admin_token(&store, config.admin_token.as_deref())
+        .await
+        .context("cannot set up the admin token")?;
+    Ok(Prepared {
+        state: AppState {
+            store,
+            admin_token_hash: Arc::new(hash),
+        },
+        limits: HttpLimits {
+            request_timeout: Duration::from_secs(config.request_timeout),
+            body_limit: config.body_limit,
+        },
+        generated_admin_token: generated,
+    })
+}
+
+pub async fn serve(config: &Config, prepared: Prepared) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = prepared.state.store.backend(), "confab listening");
+    eprintln!("confab listening on http://{addr}");
+    let router = app::build(prepared.state, &prepared.limits);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server error")?;
+    Ok(())
+}
