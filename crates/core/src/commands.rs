@@ -71,12 +71,7 @@ fn pinned_line(tx: &mut dyn Tx, chat: &Chat) -> Result<Option<Line>, CoreError> 
 
 /// Resolves a member reference; with `create`, an unknown handle becomes a
 /// new contact (a person user with that handle).
-fn resolve_member(
-    tx: &mut dyn Tx,
-    tenant: TenantId,
-    who: &MemberRef,
-    create: bool,
-) -> Result<Option<User>, CoreError> {
+fn resolve_member(tx: &mut dyn Tx, tenant: TenantId, who: &MemberRef, create: bool) -> Result<Option<User>, CoreError> {
     match who {
         MemberRef::Id(id) => tx.user(tenant, *id),
         MemberRef::Handle(h) => match tx.user_by_handle(tenant, h)? {
@@ -127,12 +122,7 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
                 None => None,
             };
             let app_bots = tx.bots_of_app(cmd.tenant, *app)?;
-            Some(policy::resolve_bot(
-                *app,
-                *bot_id,
-                requested.as_ref(),
-                &app_bots,
-            )?)
+            Some(policy::resolve_bot(*app, *bot_id, requested.as_ref(), &app_bots)?)
         }
         _ => None,
     };
@@ -142,17 +132,11 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
         (Leaver::User(id), _) => {
             let user = find_user(tx, cmd.tenant, *id)?;
             let latest = tx.membership(chat.tenant_id, chat.id, user.id)?;
-            (
-                user.id,
-                policy::bitrix_leave(&chat, &members, &user, latest.as_ref())?,
-            )
+            (user.id, policy::bitrix_leave(&chat, &members, &user, latest.as_ref())?)
         }
         (Leaver::Bot { .. }, Some(bot)) => {
             let latest = tx.membership(chat.tenant_id, chat.id, bot)?;
-            (
-                bot,
-                policy::bot_leave(&chat, &members, bot, latest.as_ref())?,
-            )
+            (bot, policy::bot_leave(&chat, &members, bot, latest.as_ref())?)
         }
         (Leaver::Bot { .. }, None) => return Err(CoreError::BotNotFound),
         (Leaver::Line, _) => {
@@ -170,14 +154,7 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
         chat.owner_id = None;
     }
     let user = find_user(tx, cmd.tenant, user_id)?;
-    let event = event(
-        tx,
-        &chat,
-        EventKind::Left,
-        Some(user_id),
-        Some(user_id),
-        &cmd.trace_id,
-    )?;
+    let event = event(tx, &chat, EventKind::Left, Some(user_id), Some(user_id), &cmd.trace_id)?;
     let owner_kept = decision.keep_owner && chat.owner_id == Some(user_id);
     Ok(LeaveOutcome {
         chat,
@@ -259,14 +236,7 @@ pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError>
     }
     let now = tx.now();
     tx.close_membership(chat.tenant_id, chat.id, target.id, now)?;
-    let event = event(
-        tx,
-        &chat,
-        EventKind::Removed,
-        cmd.actor,
-        Some(target.id),
-        &cmd.trace_id,
-    )?;
+    let event = event(tx, &chat, EventKind::Removed, cmd.actor, Some(target.id), &cmd.trace_id)?;
     let members = tx.active_members(chat.tenant_id, chat.id)?;
     Ok(RemoveOutcome {
         chat,
@@ -307,8 +277,7 @@ pub fn add(tx: &mut dyn Tx, cmd: &Add) -> Result<AddOutcome, CoreError> {
     // Check the chat-level rules before creating a contact for the handle,
     // so a refused add leaves nothing behind (the transaction would roll
     // back anyway; this keeps the error order of the docs).
-    let target =
-        resolve_member(tx, cmd.tenant, &cmd.member, true)?.ok_or(CoreError::UserNotFound)?;
+    let target = resolve_member(tx, cmd.tenant, &cmd.member, true)?.ok_or(CoreError::UserNotFound)?;
     let added = policy::add_member(&chat, &members, line.as_ref(), actor.as_ref(), &target)?;
     let mut ev = None;
     if added {
@@ -396,11 +365,7 @@ pub fn send_message(tx: &mut dyn Tx, cmd: &SendMessage) -> Result<(Chat, Message
     let members = tx.active_members(chat.tenant_id, chat.id)?;
     let author_id = match cmd.author {
         Author::User(id) => id,
-        Author::Line => {
-            pinned_line(tx, &chat)?
-                .ok_or(CoreError::NotSupported)?
-                .user_id
-        }
+        Author::Line => pinned_line(tx, &chat)?.ok_or(CoreError::NotSupported)?.user_id,
     };
     let author = find_user(tx, cmd.tenant, author_id)?;
     let latest = tx.membership(chat.tenant_id, chat.id, author.id)?;
@@ -448,16 +413,11 @@ pub struct CreateChat {
     pub trace_id: Option<String>,
 }
 
-pub fn create_chat(
-    tx: &mut dyn Tx,
-    cmd: &CreateChat,
-) -> Result<(Chat, Vec<Membership>), CoreError> {
+pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membership>), CoreError> {
     let (owner, line) = match &cmd.creator {
         Some(Creator::User(id)) => (Some(find_user(tx, cmd.tenant, *id)?), None),
         Some(Creator::Line(number)) => {
-            let line = tx
-                .line_by_number(cmd.tenant, number)?
-                .ok_or(CoreError::ForeignLine)?;
+            let line = tx.line_by_number(cmd.tenant, number)?.ok_or(CoreError::ForeignLine)?;
             (Some(find_user(tx, cmd.tenant, line.user_id)?), Some(line))
         }
         None => (None, None),
@@ -474,9 +434,7 @@ pub fn create_chat(
     }
     policy::create_chat(cmd.kind, cmd.network, others.len())?;
     if cmd.title.chars().count() > 255 {
-        return Err(CoreError::Invalid(
-            "title is longer than 255 characters".into(),
-        ));
+        return Err(CoreError::Invalid("title is longer than 255 characters".into()));
     }
     let now = tx.now();
     let chat = tx.insert_chat(NewChat {
@@ -501,14 +459,7 @@ pub fn create_chat(
     )?;
     if let Some(o) = &owner {
         tx.open_membership(chat.tenant_id, chat.id, o.id, Role::Owner, now)?;
-        event(
-            tx,
-            &chat,
-            EventKind::Joined,
-            Some(o.id),
-            Some(o.id),
-            &cmd.trace_id,
-        )?;
+        event(tx, &chat, EventKind::Joined, Some(o.id), Some(o.id), &cmd.trace_id)?;
     }
     for u in &others {
         tx.open_membership(chat.tenant_id, chat.id, u.id, Role::Member, now)?;

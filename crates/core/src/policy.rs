@@ -54,7 +54,7 @@ pub struct LeaveDecision {
     pub keep_owner: bool,
 }
 
-fn active<'a>(members: &'a [Membership], user: UserId) -> Option<&'a Membership> {
+fn active(members: &[Membership], user: UserId) -> Option<&Membership> {
     members.iter().find(|m| m.user_id == user && m.is_active())
 }
 
@@ -137,11 +137,7 @@ pub fn bot_leave(
 /// Checks shared by every iMessage group operation executed by the pinned
 /// line (seed 003): a group, with a pinned line and a chat key, on which
 /// the line is still present and able to deliver.
-fn imessage_group_ready(
-    chat: &Chat,
-    members: &[Membership],
-    line: Option<&Line>,
-) -> Result<(), CoreError> {
+fn imessage_group_ready(chat: &Chat, members: &[Membership], line: Option<&Line>) -> Result<(), CoreError> {
     if chat.kind == ChatKind::Dm {
         return Err(CoreError::DirectChat);
     }
@@ -161,11 +157,7 @@ fn imessage_group_ready(
 }
 
 /// `LeavePolicy::IMessage` — seeds 003 and 004: the pinned line leaves.
-pub fn imessage_leave(
-    chat: &Chat,
-    members: &[Membership],
-    line: Option<&Line>,
-) -> Result<LeaveDecision, CoreError> {
+pub fn imessage_leave(chat: &Chat, members: &[Membership], line: Option<&Line>) -> Result<LeaveDecision, CoreError> {
     imessage_group_ready(chat, members, line)?;
     let count = members.iter().filter(|m| m.is_active()).count();
     if count <= IMESSAGE_MIN_GROUP {
@@ -179,10 +171,7 @@ pub fn imessage_leave(
 /// `RemovePolicy::OpenLine`, step 1 — which chat (seed 002): `CHAT_ID`
 /// absent → the entity's last chat; present → it must be one of the
 /// entity's chats.
-pub fn resolve_crm_chat(
-    entity_chats: &[ChatId],
-    chat_id: Option<ChatId>,
-) -> Result<ChatId, CoreError> {
+pub fn resolve_crm_chat(entity_chats: &[ChatId], chat_id: Option<ChatId>) -> Result<ChatId, CoreError> {
     match chat_id {
         None => entity_chats.last().copied().ok_or(CoreError::NoCrmChat),
         Some(id) if entity_chats.contains(&id) => Ok(id),
@@ -202,8 +191,7 @@ pub fn crm_remove(
     if chat.kind == ChatKind::Dm {
         return Err(CoreError::DirectChat);
     }
-    let actor_has_access =
-        actor.active && (chat.owner_id == Some(actor.id) || active(members, actor.id).is_some());
+    let actor_has_access = actor.active && (chat.owner_id == Some(actor.id) || active(members, actor.id).is_some());
     if !actor_has_access {
         return Err(CoreError::PermissionDenied);
     }
@@ -291,8 +279,7 @@ pub fn add_member(
     if chat.network == Network::Imessage {
         imessage_group_ready(chat, members, line)?;
     } else if let Some(actor) = actor {
-        if !actor.active || (active(members, actor.id).is_none() && chat.owner_id != Some(actor.id))
-        {
+        if !actor.active || (active(members, actor.id).is_none() && chat.owner_id != Some(actor.id)) {
             return Err(CoreError::PermissionDenied);
         }
     }
@@ -339,11 +326,7 @@ pub fn transfer_owner(
 
 /// Sending a message: the author must be in the chat. One who left gets
 /// `LeftChat` (Linq: 409/2013 "This chat is unavailable").
-pub fn send_message(
-    members: &[Membership],
-    author: &User,
-    latest: Option<&Membership>,
-) -> Result<(), CoreError> {
+pub fn send_message(members: &[Membership], author: &User, latest: Option<&Membership>) -> Result<(), CoreError> {
     if !author.active {
         return Err(CoreError::PermissionDenied);
     }

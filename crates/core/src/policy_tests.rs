@@ -1,3 +1,4 @@
+#![allow(clippy::type_complexity)]
 //! One table per policy: each row is a rule or an error of the seeds.
 
 use super::*;
@@ -116,13 +117,7 @@ fn bitrix_leave_rules() {
             Some(member(ALICE)),
             Err(CoreError::DirectChat),
         ),
-        (
-            "never a member",
-            &group,
-            STRANGER,
-            None,
-            Err(CoreError::NotAMember),
-        ),
+        ("never a member", &group, STRANGER, None, Err(CoreError::NotAMember)),
         (
             "leaving twice",
             &group,
@@ -132,11 +127,7 @@ fn bitrix_leave_rules() {
         ),
     ];
     for (name, c, who, latest, want) in cases {
-        assert_eq!(
-            bitrix_leave(c, &in_chat, &user(who), latest.as_ref()),
-            want,
-            "{name}"
-        );
+        assert_eq!(bitrix_leave(c, &in_chat, &user(who), latest.as_ref()), want, "{name}");
     }
 }
 
@@ -145,21 +136,9 @@ fn bot_resolution_rules() {
     let app_bots = vec![bot(BOT_A, APP), bot(BOT_B, APP)];
     let foreign = bot(BOT_FOREIGN, OTHER_APP);
     let person = user(ALICE);
-    let cases: Vec<(
-        &str,
-        Option<UserId>,
-        Option<&User>,
-        &[User],
-        Result<UserId, CoreError>,
-    )> = vec![
+    let cases: Vec<(&str, Option<UserId>, Option<&User>, &[User], Result<UserId, CoreError>)> = vec![
         // seed 001: BOT_ID absent → the first bot registered by the app
-        (
-            "BOT_ID absent → first bot of the app",
-            None,
-            None,
-            &app_bots,
-            Ok(BOT_A),
-        ),
+        ("BOT_ID absent → first bot of the app", None, None, &app_bots, Ok(BOT_A)),
         (
             "BOT_ID names the app's bot",
             Some(BOT_B),
@@ -232,13 +211,7 @@ fn bot_leave_rules() {
             Some(member(BOT_A)),
             Err(CoreError::OwnerCannotLeave),
         ),
-        (
-            "bot not a member",
-            &group,
-            BOT_B,
-            None,
-            Err(CoreError::NotAMember),
-        ),
+        ("bot not a member", &group, BOT_B, None, Err(CoreError::NotAMember)),
         (
             "bot leaving twice",
             &group,
@@ -357,12 +330,7 @@ fn imessage_leave_rules() {
 fn crm_chat_resolution_rules() {
     let cases: Vec<(&str, &[ChatId], Option<ChatId>, Result<ChatId, CoreError>)> = vec![
         // seed 002: CHAT_ID absent → the last chat linked to the entity
-        (
-            "CRM default last chat",
-            &[ChatId(1), ChatId(2)],
-            None,
-            Ok(ChatId(2)),
-        ),
+        ("CRM default last chat", &[ChatId(1), ChatId(2)], None, Ok(ChatId(2))),
         (
             "explicit chat of the entity",
             &[ChatId(1), ChatId(2)],
@@ -395,14 +363,7 @@ fn crm_remove_rules() {
         active: false,
         ..user(ALICE)
     };
-    let cases: Vec<(
-        &str,
-        &Chat,
-        User,
-        User,
-        Option<Membership>,
-        Result<(), CoreError>,
-    )> = vec![
+    let cases: Vec<(&str, &Chat, User, User, Option<Membership>, Result<(), CoreError>)> = vec![
         (
             "operator removes a member",
             &ol,
@@ -495,22 +456,8 @@ fn imessage_remove_rules() {
         Option<Membership>,
         Result<(), CoreError>,
     )> = vec![
-        (
-            "remove from 4",
-            &group,
-            &four,
-            CAROL,
-            Some(member(CAROL)),
-            Ok(()),
-        ),
-        (
-            "at minimum size 3",
-            &group,
-            &three,
-            BOB,
-            Some(member(BOB)),
-            small,
-        ),
+        ("remove from 4", &group, &four, CAROL, Some(member(CAROL)), Ok(())),
+        ("at minimum size 3", &group, &three, BOB, Some(member(BOB)), small),
         (
             "not in group",
             &group,
@@ -549,20 +496,8 @@ fn imessage_remove_rules() {
 fn bitrix_remove_rules() {
     let group = chat(ChatKind::Group, Network::Internal);
     let in_chat = members(&[OWNER, ALICE, BOB]);
-    let cases: Vec<(
-        &str,
-        UserId,
-        UserId,
-        Option<Membership>,
-        Result<(), CoreError>,
-    )> = vec![
-        (
-            "owner removes a member",
-            OWNER,
-            BOB,
-            Some(member(BOB)),
-            Ok(()),
-        ),
+    let cases: Vec<(&str, UserId, UserId, Option<Membership>, Result<(), CoreError>)> = vec![
+        ("owner removes a member", OWNER, BOB, Some(member(BOB)), Ok(())),
         (
             "a member cannot remove",
             ALICE,
@@ -570,13 +505,7 @@ fn bitrix_remove_rules() {
             Some(member(BOB)),
             Err(CoreError::PermissionDenied),
         ),
-        (
-            "target not a member",
-            OWNER,
-            STRANGER,
-            None,
-            Err(CoreError::NotAMember),
-        ),
+        ("target not a member", OWNER, STRANGER, None, Err(CoreError::NotAMember)),
         (
             "the owner cannot be removed",
             OWNER,
@@ -600,9 +529,7 @@ fn add_member_rules() {
     let im = chat(ChatKind::Group, Network::Imessage);
     let dm = chat(ChatKind::Dm, Network::Internal);
     let in_chat = members(&[OWNER, ALICE]);
-    let full: Vec<UserId> = std::iter::once(LINE_USER)
-        .chain((1000..1031).map(UserId))
-        .collect();
+    let full: Vec<UserId> = std::iter::once(LINE_USER).chain((1000..1031).map(UserId)).collect();
     let full = members(&full);
     let inactive = User {
         active: false,
@@ -639,13 +566,7 @@ fn add_member_rules() {
         "iMessage group full"
     );
     assert_eq!(
-        add_member(
-            &im,
-            &members(&[ALICE, BOB]),
-            Some(&line(true)),
-            None,
-            &user(CAROL)
-        ),
+        add_member(&im, &members(&[ALICE, BOB]), Some(&line(true)), None, &user(CAROL)),
         Err(CoreError::LeftChat),
         "after leaving"
     );
@@ -677,19 +598,13 @@ fn transfer_owner_rules() {
 #[test]
 fn send_and_create_rules() {
     let in_chat = members(&[ALICE]);
-    assert_eq!(
-        send_message(&in_chat, &user(ALICE), Some(&member(ALICE))),
-        Ok(())
-    );
+    assert_eq!(send_message(&in_chat, &user(ALICE), Some(&member(ALICE))), Ok(()));
     assert_eq!(
         send_message(&in_chat, &user(BOB), Some(&left(BOB))),
         Err(CoreError::LeftChat),
         "after leaving"
     );
-    assert_eq!(
-        send_message(&in_chat, &user(BOB), None),
-        Err(CoreError::NotAMember)
-    );
+    assert_eq!(send_message(&in_chat, &user(BOB), None), Err(CoreError::NotAMember));
     assert_eq!(create_chat(ChatKind::Group, Network::Imessage, 31), Ok(()));
     assert_eq!(
         create_chat(ChatKind::Group, Network::Imessage, 32),

@@ -50,12 +50,7 @@ pub trait Tx {
     /// Active memberships, oldest first.
     fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>>;
     /// The latest membership row of the user in the chat (active or not).
-    fn membership(
-        &mut self,
-        tenant: TenantId,
-        chat: ChatId,
-        user: UserId,
-    ) -> TxResult<Option<Membership>>;
+    fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>>;
     fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>>;
     fn user_by_handle(&mut self, tenant: TenantId, handle: &str) -> TxResult<Option<User>>;
     /// Bots registered by the app, in registration (id) order.
@@ -76,20 +71,8 @@ pub trait Tx {
         role: Role,
         at: Timestamp,
     ) -> TxResult<()>;
-    fn close_membership(
-        &mut self,
-        tenant: TenantId,
-        chat: ChatId,
-        user: UserId,
-        at: Timestamp,
-    ) -> TxResult<()>;
-    fn set_role(
-        &mut self,
-        tenant: TenantId,
-        chat: ChatId,
-        user: UserId,
-        role: Role,
-    ) -> TxResult<()>;
+    fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()>;
+    fn set_role(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role) -> TxResult<()>;
     fn set_owner(&mut self, tenant: TenantId, chat: ChatId, owner: Option<UserId>) -> TxResult<()>;
     fn link_crm(&mut self, tenant: TenantId, entity: CrmEntity, chat: ChatId) -> TxResult<()>;
     fn insert_message(
@@ -112,13 +95,7 @@ pub trait AdminTx {
     fn tenant(&mut self, id: TenantId) -> TxResult<Option<Tenant>>;
     fn tenant_by_slug(&mut self, slug: &str) -> TxResult<Option<Tenant>>;
     fn tenants(&mut self) -> TxResult<Vec<Tenant>>;
-    fn insert_app(
-        &mut self,
-        tenant: TenantId,
-        id: Option<AppId>,
-        client_id: &str,
-        name: &str,
-    ) -> TxResult<App>;
+    fn insert_app(&mut self, tenant: TenantId, id: Option<AppId>, client_id: &str, name: &str) -> TxResult<App>;
     fn app(&mut self, tenant: TenantId, id: AppId) -> TxResult<Option<App>>;
     fn app_by_client_id(&mut self, tenant: TenantId, client_id: &str) -> TxResult<Option<App>>;
     fn apps(&mut self, tenant: TenantId) -> TxResult<Vec<App>>;
@@ -133,11 +110,7 @@ pub trait AdminTx {
     fn crm_links(&mut self, tenant: TenantId) -> TxResult<Vec<(CrmEntity, ChatId)>>;
     fn events(&mut self, tenant: TenantId, chat: Option<ChatId>) -> TxResult<Vec<Event>>;
     fn insert_credential(&mut self, cred: NewCredential) -> TxResult<Credential>;
-    fn credential_by_hash(
-        &mut self,
-        kind: CredentialKind,
-        secret_hash: &str,
-    ) -> TxResult<Option<Credential>>;
+    fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>>;
     fn credentials(&mut self, tenant: TenantId) -> TxResult<Vec<Credential>>;
     fn setting(&mut self, key: &str) -> TxResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()>;

@@ -33,11 +33,7 @@ impl Default for HttpLimits {
 }
 
 fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
 }
 
 /// Layers that answer before a face sees the request (body too large,
@@ -57,11 +53,7 @@ async fn json_for_bare_errors(res: Response) -> Response {
             "payload_too_large",
             "request body exceeds the size limit",
         ),
-        StatusCode::REQUEST_TIMEOUT => error_body(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "the request took too long",
-        ),
+        StatusCode::REQUEST_TIMEOUT => error_body(StatusCode::REQUEST_TIMEOUT, "timeout", "the request took too long"),
         _ => res,
     }
 }
@@ -73,11 +65,7 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = %detail, "request handler panicked");
-    error_body(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
+    error_body(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -104,20 +92,28 @@ pub fn build(state: AppState, limits: &HttpLimits) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state.clone());
+    with_layers(confab_faces::router(state).merge(health).fallback(fallback), limits)
+}
+
+/// Wraps any router in confab's cross-cutting layers.
+pub fn with_layers(router: Router, limits: &HttpLimits) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
-        let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
     });
-    confab_faces::router(state)
-        .merge(health)
-        .fallback(fallback)
-        .layer(axum::middleware::map_response(json_for_bare_errors))
+    router
         .layer(RequestBodyLimitLayer::new(limits.body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
+        // Outside the limit and timeout layers, which answer on their own.
+        .layer(axum::middleware::map_response(json_for_bare_errors))
         .layer(trace)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

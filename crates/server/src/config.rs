@@ -1,5 +1,5 @@
-//! Configuration: flags > `CONFAB_*` environment > TOML file (`--config`)
-//! > defaults. One struct, every field documented; `confab config example`
+//! Configuration: flags, then `CONFAB_*` environment, then a TOML file
+//! (`--config`), then defaults. One struct, every field documented; `confab config example`
 //! prints the file form generated from the same defaults.
 
 use anyhow::{bail, Context};
@@ -167,11 +167,7 @@ mod tests {
     fn flags_beat_file_beat_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:9999\"\nlog_level = \"debug\"\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nlog_level = \"debug\"\n").unwrap();
         let db = DbArgs {
             database_url: None,
             config: Some(file),
@@ -195,14 +191,8 @@ mod tests {
 
     #[test]
     fn database_urls() {
-        assert_eq!(
-            sqlite_path("sqlite://a/b.db").unwrap(),
-            PathBuf::from("a/b.db")
-        );
-        assert_eq!(
-            sqlite_path("sqlite:///tmp/x.db").unwrap(),
-            PathBuf::from("/tmp/x.db")
-        );
+        assert_eq!(sqlite_path("sqlite://a/b.db").unwrap(), PathBuf::from("a/b.db"));
+        assert_eq!(sqlite_path("sqlite:///tmp/x.db").unwrap(), PathBuf::from("/tmp/x.db"));
         assert!(sqlite_path("postgres://x")
             .unwrap_err()
             .to_string()

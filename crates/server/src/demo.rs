@@ -5,8 +5,7 @@ use confab_faces::admin::world::{self, World};
 pub const DEMO_WORLD: &str = include_str!("demo.toml");
 
 pub fn world() -> anyhow::Result<World> {
-    world::parse_toml(DEMO_WORLD)
-        .map_err(|e| anyhow::anyhow!("built-in demo world is invalid: {e}"))
+    world::parse_toml(DEMO_WORLD).map_err(|e| anyhow::anyhow!("built-in demo world is invalid: {e}"))
 }
 
 /// The text printed after the demo world is in place. `base` is
@@ -22,7 +21,9 @@ pub fn banner(base: &str, admin_token: Option<&str>) -> String {
     };
     let admin = match admin_token {
         Some(t) => format!("admin token (shown once, now):  {t}\n"),
-        None => "admin token: configured (--admin-token / CONFAB_ADMIN_TOKEN), or printed at the first start\n".to_string(),
+        None => {
+            "admin token: configured (--admin-token / CONFAB_ADMIN_TOKEN), or printed at the first start\n".to_string()
+        }
     };
     format!(
         r#"

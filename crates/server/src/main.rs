@@ -154,10 +154,7 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -196,20 +193,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::World {
                     command: WorldCommand::Apply { file },
                 } => {
-                    let text = std::fs::read_to_string(&file)
-                        .with_context(|| format!("cannot read {}", file.display()))?;
-                    let w = world::parse_toml(&text).map_err(|e| {
-                        anyhow::anyhow!("invalid world file {}: {e}", file.display())
-                    })?;
+                    let text =
+                        std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                    let w = world::parse_toml(&text)
+                        .map_err(|e| anyhow::anyhow!("invalid world file {}: {e}", file.display()))?;
                     print_json(store.write(move |tx| world::apply(tx, &w)).await?)
                 }
                 Command::Tenant {
                     command: TenantCommand::Create { slug, name },
                 } => print_json(
                     store
-                        .write(move |tx| {
-                            world::ensure_tenant(tx, &slug, name.as_deref(), Mode::Create)
-                        })
+                        .write(move |tx| world::ensure_tenant(tx, &slug, name.as_deref(), Mode::Create))
                         .await?
                         .0,
                 ),
@@ -284,11 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 } => {
                     let members = members
                         .into_iter()
-                        .map(|m| {
-                            m.parse::<i64>()
-                                .map(MemberSpec::Id)
-                                .unwrap_or(MemberSpec::Handle(m))
-                        })
+                        .map(|m| m.parse::<i64>().map(MemberSpec::Id).unwrap_or(MemberSpec::Handle(m)))
                         .collect();
                     let spec = world::ChatSpec {
                         id,
@@ -316,17 +306,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn in_tenant<R, F>(
-    store: &std::sync::Arc<dyn confab_store::Store>,
-    slug: String,
-    f: F,
-) -> anyhow::Result<R>
+async fn in_tenant<R, F>(store: &std::sync::Arc<dyn confab_store::Store>, slug: String, f: F) -> anyhow::Result<R>
 where
     R: Send + 'static,
-    F: FnOnce(
-            &mut dyn confab_core::tx::StoreTx,
-            confab_core::TenantId,
-        ) -> Result<R, confab_core::CoreError>
+    F: FnOnce(&mut dyn confab_core::tx::StoreTx, confab_core::TenantId) -> Result<R, confab_core::CoreError>
         + Send
         + 'static,
 {
@@ -346,10 +329,9 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let prepared = startup::prepare(&config).await?;
     let store = prepared.state.store.clone();
     if let Some(path) = &args.world {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read world file {}", path.display()))?;
-        let w = world::parse_toml(&text)
-            .map_err(|e| anyhow::anyhow!("invalid world file {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read world file {}", path.display()))?;
+        let w = world::parse_toml(&text).map_err(|e| anyhow::anyhow!("invalid world file {}: {e}", path.display()))?;
         let applied = store
             .write(move |tx| world::apply(tx, &w))
             .await
@@ -367,10 +349,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
             .await
             .context("cannot seed the demo world")?;
         let base = format!("http://{}", config.listen);
-        println!(
-            "{}",
-            demo::banner(&base, prepared.generated_admin_token.as_deref())
-        );
+        println!("{}", demo::banner(&base, prepared.generated_admin_token.as_deref()));
     } else if let Some(token) = &prepared.generated_admin_token {
         println!("Generated admin token (shown once; store it): {token}");
     }

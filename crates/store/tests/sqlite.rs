@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Store behaviour on SQLite: commands are atomic, history is kept, and
 //! commands on one chat are serialized so size rules cannot race.
 
@@ -85,9 +86,7 @@ async fn fifty_concurrent_leaves_exactly_one_succeeds_20_times() {
                 trace_id: None,
             };
             tasks.push(tokio::spawn(async move {
-                store
-                    .write(move |tx| commands::leave(tx.as_tx(), &cmd))
-                    .await
+                store.write(move |tx| commands::leave(tx.as_tx(), &cmd)).await
             }));
         }
         let mut ok = 0;
@@ -118,9 +117,7 @@ async fn concurrent_removals_never_go_below_three() {
             trace_id: None,
         };
         tasks.push(tokio::spawn(async move {
-            store
-                .write(move |tx| commands::remove(tx.as_tx(), &cmd))
-                .await
+            store.write(move |tx| commands::remove(tx.as_tx(), &cmd)).await
         }));
     }
     let mut ok = 0;
@@ -252,8 +249,5 @@ fn unwritable_directory_is_a_clear_error() {
     let err = SqliteStore::open("/proc/confab-cannot-write-here/x.db")
         .err()
         .expect("must fail");
-    assert!(
-        err.to_string().contains("cannot create the data directory"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("cannot create the data directory"), "{err}");
 }

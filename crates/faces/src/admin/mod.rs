@@ -24,41 +24,23 @@ use world::{Mode, World};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/openapi/admin.json",
-            get(|| async { Json(openapi::document()) }),
-        )
+        .route("/openapi/admin.json", get(|| async { Json(openapi::document()) }))
         .route("/admin/v1/world", post(apply_world))
         .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
         .route("/admin/v1/tenants/{slug}", get(show_tenant))
-        .route(
-            "/admin/v1/tenants/{slug}/users",
-            get(list_users).post(create_user),
-        )
+        .route("/admin/v1/tenants/{slug}/users", get(list_users).post(create_user))
         .route("/admin/v1/tenants/{slug}/users/{id}", patch(update_user))
-        .route(
-            "/admin/v1/tenants/{slug}/apps",
-            get(list_apps).post(create_app),
-        )
+        .route("/admin/v1/tenants/{slug}/apps", get(list_apps).post(create_app))
         .route("/admin/v1/tenants/{slug}/bots", post(create_bot))
-        .route(
-            "/admin/v1/tenants/{slug}/lines",
-            get(list_lines).post(create_line),
-        )
+        .route("/admin/v1/tenants/{slug}/lines", get(list_lines).post(create_line))
         .route("/admin/v1/tenants/{slug}/lines/{id}", patch(update_line))
         .route(
             "/admin/v1/tenants/{slug}/credentials",
             get(list_credentials).post(create_credential),
         )
-        .route(
-            "/admin/v1/tenants/{slug}/chats",
-            get(list_chats).post(create_chat),
-        )
+        .route("/admin/v1/tenants/{slug}/chats", get(list_chats).post(create_chat))
         .route("/admin/v1/tenants/{slug}/chats/{id}", get(show_chat))
-        .route(
-            "/admin/v1/tenants/{slug}/chats/{id}/members",
-            post(add_member),
-        )
+        .route("/admin/v1/tenants/{slug}/chats/{id}/members", post(add_member))
         .route(
             "/admin/v1/tenants/{slug}/chats/{id}/members/{user_id}",
             delete(remove_member),
@@ -111,11 +93,7 @@ impl From<CoreError> for AdminError {
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Internal(ref detail) => {
                 tracing::error!(%detail, "admin request failed");
-                return AdminError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                );
+                return AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error");
             }
             ForeignBot
             | NotAMember
@@ -142,16 +120,13 @@ type AdminResult = Result<Response, AdminError>;
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AdminError> {
     let unauthorized = |m: &str| AdminError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
-        unauthorized("missing admin token: send Authorization: Bearer <admin token>")
-    })?;
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing admin token: send Authorization: Bearer <admin token>"))?;
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer <admin token>\""))?;
     if !secret_eq(&hash_secret(token.trim()), &state.admin_token_hash) {
         return Err(unauthorized("invalid admin token"));
@@ -164,9 +139,11 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, AdminError> 
 }
 
 fn int_param(value: &str, what: &str) -> Result<i64, AdminError> {
-    value.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-        AdminError::bad_request(format!("{what} must be a positive integer, got {value:?}"))
-    })
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| AdminError::bad_request(format!("{what} must be a positive integer, got {value:?}")))
 }
 
 fn created(v: impl serde::Serialize) -> AdminResult {
@@ -178,12 +155,7 @@ fn ok(v: impl serde::Serialize) -> AdminResult {
 }
 
 /// Runs `f` in one write transaction for the tenant named by `slug`.
-async fn with_tenant<R, F>(
-    state: &AppState,
-    slug: String,
-    write: bool,
-    f: F,
-) -> Result<R, AdminError>
+async fn with_tenant<R, F>(state: &AppState, slug: String, write: bool, f: F) -> Result<R, AdminError>
 where
     R: Send + 'static,
     F: FnOnce(&mut dyn StoreTx, Tenant) -> Result<R, CoreError> + Send + 'static,
@@ -208,10 +180,8 @@ async fn apply_world(State(st): State<AppState>, headers: HeaderMap, bytes: Byte
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("toml"));
     let w: World = if is_toml {
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| AdminError::bad_request("world file is not UTF-8"))?;
-        world::parse_toml(text)
-            .map_err(|e| AdminError::bad_request(format!("invalid world file: {e}")))?
+        let text = std::str::from_utf8(&bytes).map_err(|_| AdminError::bad_request("world file is not UTF-8"))?;
+        world::parse_toml(text).map_err(|e| AdminError::bad_request(format!("invalid world file: {e}")))?
     } else {
         body(&bytes)?
     };
@@ -227,11 +197,7 @@ struct NewTenant {
     name: Option<String>,
 }
 
-async fn create_tenant(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> AdminResult {
+async fn create_tenant(State(st): State<AppState>, headers: HeaderMap, bytes: Bytes) -> AdminResult {
     authorize(&st, &headers)?;
     let t: NewTenant = body(&bytes)?;
     let (tenant, _) = st
@@ -246,11 +212,7 @@ async fn list_tenants(State(st): State<AppState>, headers: HeaderMap) -> AdminRe
     ok(st.store.read(|tx| tx.tenants()).await?)
 }
 
-async fn show_tenant(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(slug): Path<String>,
-) -> AdminResult {
+async fn show_tenant(State(st): State<AppState>, headers: HeaderMap, Path(slug): Path<String>) -> AdminResult {
     authorize(&st, &headers)?;
     let v = with_tenant(&st, slug, false, |tx, t| {
         Ok(json!({
@@ -323,11 +285,7 @@ async fn create_credential(
 
 macro_rules! list_route {
     ($name:ident, $method:ident) => {
-        async fn $name(
-            State(st): State<AppState>,
-            headers: HeaderMap,
-            Path(slug): Path<String>,
-        ) -> AdminResult {
+        async fn $name(State(st): State<AppState>, headers: HeaderMap, Path(slug): Path<String>) -> AdminResult {
             authorize(&st, &headers)?;
             ok(with_tenant(&st, slug, false, |tx, t| tx.$method(t.id)).await?)
         }
@@ -340,11 +298,7 @@ list_route!(list_lines, lines);
 list_route!(list_chats, chats);
 list_route!(list_credentials, credentials);
 
-async fn list_crm_links(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(slug): Path<String>,
-) -> AdminResult {
+async fn list_crm_links(State(st): State<AppState>, headers: HeaderMap, Path(slug): Path<String>) -> AdminResult {
     authorize(&st, &headers)?;
     let links = with_tenant(&st, slug, false, |tx, t| tx.crm_links(t.id)).await?;
     let v: Vec<Value> = links
@@ -501,9 +455,8 @@ async fn create_crm_link(
 ) -> AdminResult {
     authorize(&st, &headers)?;
     let l: NewCrmLink = body(&bytes)?;
-    let entity_type = CrmEntityType::parse(&l.entity_type).ok_or_else(|| {
-        AdminError::bad_request("entity_type must be lead, deal, contact or company")
-    })?;
+    let entity_type = CrmEntityType::parse(&l.entity_type)
+        .ok_or_else(|| AdminError::bad_request("entity_type must be lead, deal, contact or company"))?;
     let entity = CrmEntity {
         entity_type,
         entity_id: l.entity_id,

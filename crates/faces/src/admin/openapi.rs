@@ -14,13 +14,7 @@ const ROUTES: &[(&str, &str, &str, &str, u16)] = &[
         200,
     ),
     ("get", "/admin/v1/tenants", "List tenants", "", 200),
-    (
-        "post",
-        "/admin/v1/tenants",
-        "Create a tenant",
-        "NewTenant",
-        201,
-    ),
+    ("post", "/admin/v1/tenants", "Create a tenant", "NewTenant", 201),
     (
         "get",
         "/admin/v1/tenants/{slug}",
@@ -28,20 +22,8 @@ const ROUTES: &[(&str, &str, &str, &str, u16)] = &[
         "",
         200,
     ),
-    (
-        "get",
-        "/admin/v1/tenants/{slug}/users",
-        "List users",
-        "",
-        200,
-    ),
-    (
-        "post",
-        "/admin/v1/tenants/{slug}/users",
-        "Create a person",
-        "User",
-        201,
-    ),
+    ("get", "/admin/v1/tenants/{slug}/users", "List users", "", 200),
+    ("post", "/admin/v1/tenants/{slug}/users", "Create a person", "User", 201),
     (
         "patch",
         "/admin/v1/tenants/{slug}/users/{id}",
@@ -64,13 +46,7 @@ const ROUTES: &[(&str, &str, &str, &str, u16)] = &[
         "Bot",
         201,
     ),
-    (
-        "get",
-        "/admin/v1/tenants/{slug}/lines",
-        "List iMessage lines",
-        "",
-        200,
-    ),
+    ("get", "/admin/v1/tenants/{slug}/lines", "List iMessage lines", "", 200),
     (
         "post",
         "/admin/v1/tenants/{slug}/lines",
@@ -99,13 +75,7 @@ const ROUTES: &[(&str, &str, &str, &str, u16)] = &[
         "Credential",
         201,
     ),
-    (
-        "get",
-        "/admin/v1/tenants/{slug}/chats",
-        "List chats",
-        "",
-        200,
-    ),
+    ("get", "/admin/v1/tenants/{slug}/chats", "List chats", "", 200),
     (
         "post",
         "/admin/v1/tenants/{slug}/chats",
@@ -134,13 +104,7 @@ const ROUTES: &[(&str, &str, &str, &str, u16)] = &[
         "",
         200,
     ),
-    (
-        "get",
-        "/admin/v1/tenants/{slug}/crm-links",
-        "List CRM links",
-        "",
-        200,
-    ),
+    ("get", "/admin/v1/tenants/{slug}/crm-links", "List CRM links", "", 200),
     (
         "post",
         "/admin/v1/tenants/{slug}/crm-links",

@@ -318,7 +318,11 @@ pub fn ensure_user(
         None => UserKind::Person,
         Some(k) => match UserKind::parse(k) {
             Some(UserKind::Person) => UserKind::Person,
-            _ => return Err(invalid(format!("user kind must be \"person\" (declare bots under bots, lines under lines), got {k:?}"))),
+            _ => {
+                return Err(invalid(format!(
+                    "user kind must be \"person\" (declare bots under bots, lines under lines), got {k:?}"
+                )))
+            }
         },
     };
     if u.name.trim().is_empty() {
@@ -344,12 +348,7 @@ pub fn ensure_user(
     Ok((user, true))
 }
 
-pub fn ensure_app(
-    tx: &mut dyn StoreTx,
-    tenant: TenantId,
-    a: &AppSpec,
-    mode: Mode,
-) -> Result<(App, bool), CoreError> {
+pub fn ensure_app(tx: &mut dyn StoreTx, tenant: TenantId, a: &AppSpec, mode: Mode) -> Result<(App, bool), CoreError> {
     if a.client_id.trim().is_empty() {
         return Err(invalid("app client_id must not be empty"));
     }
@@ -357,27 +356,15 @@ pub fn ensure_app(
         return Ok((existing, false));
     }
     let name = a.name.clone().unwrap_or_else(|| a.client_id.clone());
-    Ok((
-        tx.insert_app(tenant, a.id.map(AppId), &a.client_id, &name)?,
-        true,
-    ))
+    Ok((tx.insert_app(tenant, a.id.map(AppId), &a.client_id, &name)?, true))
 }
 
-fn app_by_client_id(
-    tx: &mut dyn StoreTx,
-    tenant: TenantId,
-    client_id: &str,
-) -> Result<App, CoreError> {
+fn app_by_client_id(tx: &mut dyn StoreTx, tenant: TenantId, client_id: &str) -> Result<App, CoreError> {
     tx.app_by_client_id(tenant, client_id)?
         .ok_or_else(|| invalid(format!("unknown app {client_id:?}")))
 }
 
-pub fn ensure_bot(
-    tx: &mut dyn StoreTx,
-    tenant: TenantId,
-    b: &BotSpec,
-    mode: Mode,
-) -> Result<(User, bool), CoreError> {
+pub fn ensure_bot(tx: &mut dyn StoreTx, tenant: TenantId, b: &BotSpec, mode: Mode) -> Result<(User, bool), CoreError> {
     let app = app_by_client_id(tx, tenant, &b.app)?;
     if let Some(id) = b.id {
         if id <= 0 {
@@ -406,10 +393,7 @@ pub fn ensure_line(
     mode: Mode,
 ) -> Result<(Line, bool), CoreError> {
     if !crate::common::is_e164(&l.number) {
-        return Err(invalid(format!(
-            "line number {:?} is not in E.164 format",
-            l.number
-        )));
+        return Err(invalid(format!("line number {:?} is not in E.164 format", l.number)));
     }
     if let (Some(existing), Mode::Upsert) = (tx.line_by_number(tenant, &l.number)?, mode) {
         return Ok((existing, false));
@@ -452,27 +436,21 @@ pub fn ensure_chat(
     }
     let kind = match c.kind.as_deref() {
         None => ChatKind::Group,
-        Some(k) => ChatKind::parse(k).ok_or_else(|| {
-            invalid(format!(
-                "chat kind must be dm, group or open_line, got {k:?}"
-            ))
-        })?,
+        Some(k) => {
+            ChatKind::parse(k).ok_or_else(|| invalid(format!("chat kind must be dm, group or open_line, got {k:?}")))?
+        }
     };
     let network = match c.network.as_deref() {
         None if c.line.is_some() => Network::Imessage,
         None => Network::Internal,
-        Some(n) => Network::parse(n).ok_or_else(|| {
-            invalid(format!(
-                "chat network must be internal or imessage, got {n:?}"
-            ))
-        })?,
+        Some(n) => {
+            Network::parse(n).ok_or_else(|| invalid(format!("chat network must be internal or imessage, got {n:?}")))?
+        }
     };
     let creator = match (network, &c.line, c.owner) {
         (Network::Imessage, Some(number), _) => Some(Creator::Line(number.clone())),
         (Network::Imessage, None, _) => {
-            return Err(invalid(
-                "an imessage chat needs its line (the pinned line's number)",
-            ))
+            return Err(invalid("an imessage chat needs its line (the pinned line's number)"))
         }
         (Network::Internal, Some(_), _) => return Err(invalid("only imessage chats have a line")),
         (Network::Internal, None, owner) => owner.map(|o| Creator::User(UserId(o))),
@@ -558,9 +536,7 @@ pub fn ensure_credential(
         ))
     })?;
     let secret = match &c.secret {
-        Some(s) if s.trim().is_empty() => {
-            return Err(invalid("credential secret must not be empty"))
-        }
+        Some(s) if s.trim().is_empty() => return Err(invalid("credential secret must not be empty")),
         Some(s) => s.clone(),
         None => generated_secret(kind),
     };
@@ -594,10 +570,7 @@ pub fn ensure_credential(
         if ok {
             Ok(())
         } else {
-            Err(invalid(format!(
-                "a {} credential needs {what}",
-                kind.as_str()
-            )))
+            Err(invalid(format!("a {} credential needs {what}", kind.as_str())))
         }
     };
     match kind {
@@ -606,9 +579,7 @@ pub fn ensure_credential(
             needs(user_id.is_some() && app_id.is_some(), "a user and an app")?
         }
         CredentialKind::VibecodeApp => needs(app_id.is_some(), "an app")?,
-        CredentialKind::VibecodePersonal
-        | CredentialKind::ChertSigning
-        | CredentialKind::LinqApiKey => {}
+        CredentialKind::VibecodePersonal | CredentialKind::ChertSigning | CredentialKind::LinqApiKey => {}
     }
     let expires_at = c.expires_at.or(c.expires_in.map(|s| tx.now() + s));
     let credential = tx.insert_credential(NewCredential {

@@ -26,24 +26,14 @@ pub const SCHEMA_VERSION: i64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create the data directory {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open the SQLite database {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Open { path: PathBuf, source: rusqlite::Error },
     #[error(
         "the database {path} has schema version {found}, newer than this confab understands ({known}); \
          run a newer confab or point --database-url at another database"
     )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
+    TooNew { path: PathBuf, found: i64, known: i64 },
     #[error("migrating {path} to schema version {version} failed: {source}")]
     Migrate {
         path: PathBuf,
@@ -88,22 +78,18 @@ impl SqliteStore {
             })?;
         }
         let open = |flags| {
-            let c =
-                Connection::open_with_flags(&path, flags).map_err(|source| OpenError::Open {
-                    path: path.clone(),
-                    source,
-                })?;
+            let c = Connection::open_with_flags(&path, flags).map_err(|source| OpenError::Open {
+                path: path.clone(),
+                source,
+            })?;
             configure(&c).map_err(|source| OpenError::Open {
                 path: path.clone(),
                 source,
             })?;
             Ok::<_, OpenError>(c)
         };
-        let mut writer = open(
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let mut writer =
+            open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         migrate(&mut writer, &path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -148,8 +134,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
             .transaction_with_behavior(TransactionBehavior::Exclusive)
             .map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", version)
-            .map_err(err)?;
+        tx.pragma_update(None, "user_version", version).map_err(err)?;
         tx.commit().map_err(err)?;
         tracing::info!(version, "applied SQLite migration");
     }
@@ -225,8 +210,7 @@ impl Store for SqliteStore {
             let conn = readers[0]
                 .lock()
                 .map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
-            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .map_err(db_err)?;
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)?;
             Ok(())
         })
         .await

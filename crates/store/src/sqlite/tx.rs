@@ -42,35 +42,24 @@ impl<'a> SqliteTx<'a> {
     }
 
     fn exec(&self, sql: &str, p: impl rusqlite::Params) -> TxResult<usize> {
-        self.t
-            .prepare_cached(sql)
-            .map_err(db_err)?
-            .execute(p)
-            .map_err(db_err)
+        self.t.prepare_cached(sql).map_err(db_err)?.execute(p).map_err(db_err)
     }
 
     fn next_id(&self, table: &str, tenant: TenantId) -> TxResult<i64> {
         let sql = format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table} WHERE tenant_id = ?1");
-        Ok(self
-            .one(&sql, params![tenant.0], |r| r.get(0))?
-            .unwrap_or(1))
+        Ok(self.one(&sql, params![tenant.0], |r| r.get(0))?.unwrap_or(1))
     }
 }
 
 fn bad(what: &str, v: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("bad {what}: {v}").into(),
-    )
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad {what}: {v}").into())
 }
 
 fn parse_uuid(s: String) -> rusqlite::Result<Uuid> {
     Uuid::parse_str(&s).map_err(|_| bad("uuid", &s))
 }
 
-const CHAT_COLS: &str =
-    "tenant_id, id, uuid, kind, network, title, owner_id, line_id, chat_key, created_at";
+const CHAT_COLS: &str = "tenant_id, id, uuid, kind, network, title, owner_id, line_id, chat_key, created_at";
 fn chat_row(r: &Row<'_>) -> rusqlite::Result<Chat> {
     let kind: String = r.get(3)?;
     let network: String = r.get(4)?;
@@ -142,8 +131,7 @@ fn tenant_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
     })
 }
 
-const EVENT_COLS: &str =
-    "id, uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at";
+const EVENT_COLS: &str = "id, uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at";
 fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
     let kind: String = r.get(4)?;
     Ok(Event {
@@ -162,8 +150,7 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-const CRED_COLS: &str =
-    "id, tenant_id, kind, user_id, app_id, scopes, expires_at, label, secret, created_at";
+const CRED_COLS: &str = "id, tenant_id, kind, user_id, app_id, scopes, expires_at, label, secret, created_at";
 fn cred_row(r: &Row<'_>) -> rusqlite::Result<Credential> {
     let kind: String = r.get(2)?;
     let scopes: String = r.get(5)?;
@@ -215,12 +202,7 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn membership(
-        &mut self,
-        tenant: TenantId,
-        chat: ChatId,
-        user: UserId,
-    ) -> TxResult<Option<Membership>> {
+    fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>> {
         self.one(
             &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 ORDER BY seq DESC LIMIT 1"),
             params![tenant.0, chat.0, user.0],
@@ -297,9 +279,7 @@ impl Tx for SqliteTx<'_> {
             created_at: c.created_at,
         };
         self.exec(
-            &format!(
-                "INSERT INTO chats ({CHAT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-            ),
+            &format!("INSERT INTO chats ({CHAT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
             params![
                 chat.tenant_id.0,
                 chat.id.0,
@@ -368,13 +348,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn close_membership(
-        &mut self,
-        tenant: TenantId,
-        chat: ChatId,
-        user: UserId,
-        at: Timestamp,
-    ) -> TxResult<()> {
+    fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()> {
         self.exec(
             "UPDATE memberships SET left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
             params![tenant.0, chat.0, user.0, at],
@@ -382,13 +356,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn set_role(
-        &mut self,
-        tenant: TenantId,
-        chat: ChatId,
-        user: UserId,
-        role: Role,
-    ) -> TxResult<()> {
+    fn set_role(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role) -> TxResult<()> {
         self.exec(
             "UPDATE memberships SET role = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
             params![tenant.0, chat.0, user.0, role.as_str()],
@@ -493,20 +461,10 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn tenants(&mut self) -> TxResult<Vec<Tenant>> {
-        self.many(
-            "SELECT id, slug, name FROM tenants ORDER BY id",
-            [],
-            tenant_row,
-        )
+        self.many("SELECT id, slug, name FROM tenants ORDER BY id", [], tenant_row)
     }
 
-    fn insert_app(
-        &mut self,
-        tenant: TenantId,
-        id: Option<AppId>,
-        client_id: &str,
-        name: &str,
-    ) -> TxResult<App> {
+    fn insert_app(&mut self, tenant: TenantId, id: Option<AppId>, client_id: &str, name: &str) -> TxResult<App> {
         if self.app_by_client_id(tenant, client_id)?.is_some() {
             return Err(CoreError::Conflict(format!("app {client_id}")));
         }
@@ -538,7 +496,11 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn app_by_client_id(&mut self, tenant: TenantId, client_id: &str) -> TxResult<Option<App>> {
-        self.one("SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 AND client_id = ?2", params![tenant.0, client_id], app_row)
+        self.one(
+            "SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 AND client_id = ?2",
+            params![tenant.0, client_id],
+            app_row,
+        )
     }
 
     fn apps(&mut self, tenant: TenantId) -> TxResult<Vec<App>> {
@@ -570,7 +532,10 @@ impl AdminTx for SqliteTx<'_> {
             return Err(CoreError::Conflict(format!("line {number}")));
         }
         let id = LineId(self.next_id("lines", tenant)?);
-        self.exec("INSERT INTO lines (tenant_id, id, phone_number, user_id, active) VALUES (?1, ?2, ?3, ?4, 1)", params![tenant.0, id.0, number, user.0])?;
+        self.exec(
+            "INSERT INTO lines (tenant_id, id, phone_number, user_id, active) VALUES (?1, ?2, ?3, ?4, 1)",
+            params![tenant.0, id.0, number, user.0],
+        )?;
         Ok(Line {
             tenant_id: tenant,
             id,
@@ -605,7 +570,11 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
-        self.many(&format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY seq"), params![tenant.0, chat.0], member_row)
+        self.many(
+            &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY seq"),
+            params![tenant.0, chat.0],
+            member_row,
+        )
     }
 
     fn crm_links(&mut self, tenant: TenantId) -> TxResult<Vec<(CrmEntity, ChatId)>> {
@@ -615,15 +584,29 @@ impl AdminTx for SqliteTx<'_> {
             |r| {
                 let t: String = r.get(0)?;
                 let entity_type = CrmEntityType::parse(&t).ok_or_else(|| bad("crm entity type", &t))?;
-                Ok((CrmEntity { entity_type, entity_id: r.get(1)? }, ChatId(r.get(2)?)))
+                Ok((
+                    CrmEntity {
+                        entity_type,
+                        entity_id: r.get(1)?,
+                    },
+                    ChatId(r.get(2)?),
+                ))
             },
         )
     }
 
     fn events(&mut self, tenant: TenantId, chat: Option<ChatId>) -> TxResult<Vec<Event>> {
         match chat {
-            Some(c) => self.many(&format!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY id"), params![tenant.0, c.0], event_row),
-            None => self.many(&format!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 ORDER BY id"), params![tenant.0], event_row),
+            Some(c) => self.many(
+                &format!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY id"),
+                params![tenant.0, c.0],
+                event_row,
+            ),
+            None => self.many(
+                &format!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 ORDER BY id"),
+                params![tenant.0],
+                event_row,
+            ),
         }
     }
 
@@ -653,11 +636,7 @@ impl AdminTx for SqliteTx<'_> {
         })
     }
 
-    fn credential_by_hash(
-        &mut self,
-        kind: CredentialKind,
-        secret_hash: &str,
-    ) -> TxResult<Option<Credential>> {
+    fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>> {
         self.one(
             &format!("SELECT {CRED_COLS} FROM credentials WHERE kind = ?1 AND secret_hash = ?2"),
             params![kind.as_str(), secret_hash],
@@ -674,15 +653,14 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn setting(&mut self, key: &str) -> TxResult<Option<String>> {
-        self.one(
-            "SELECT value FROM settings WHERE key = ?1",
-            params![key],
-            |r| r.get(0),
-        )
+        self.one("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0))
     }
 
     fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()> {
-        self.exec("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, value])?;
+        self.exec(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
         Ok(())
     }
 }

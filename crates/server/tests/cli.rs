@@ -1,0 +1,248 @@
+#![allow(clippy::unwrap_used)]
+//! The `confab` binary as a user runs it: demo start (twice), bad data
+//! directories, newer schemas, world files, graceful shutdown.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn confab() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_confab"));
+    c.env_remove("CONFAB_DATABASE_URL")
+        .env_remove("CONFAB_ADMIN_TOKEN")
+        .env_remove("CONFAB_LISTEN");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `confab serve` and waits until /readyz answers.
+fn start(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = confab()
+        .current_dir(dir)
+        .args(["serve", "--listen", &listen])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn confab");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(&listen).is_ok() {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("confab exited early with {status}: {err}");
+        }
+        assert!(Instant::now() < deadline, "confab did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, format!("http://{listen}"))
+}
+
+fn stop(mut child: Child) -> (std::process::ExitStatus, String) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().expect("wait");
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    (status, out)
+}
+
+fn get(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+fn get_auth(url: &str, token: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+#[test]
+fn demo_starts_prints_credentials_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start(dir.path(), &["--demo"]);
+    assert_eq!(get(&format!("{base}/readyz")).0, 200);
+    let (status, out) = stop(child);
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    for needle in [
+        "demowebhookcode1",
+        "vibe_api_demo_personal_key",
+        "demo-chert-signing-secret",
+        "demo-linq-api-key",
+        "admin token (shown once, now):",
+        "curl -X POST",
+    ] {
+        assert!(out.contains(needle), "demo output lacks {needle}:\n{out}");
+    }
+    let token = out
+        .lines()
+        .find_map(|l| l.split("admin token (shown once, now):").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        dir.path().join("confab-data/confab.db").exists(),
+        "default database under ./confab-data/"
+    );
+
+    // Second start: nothing duplicated, the admin token is not printed again.
+    let (child, base) = start(dir.path(), &["--demo"]);
+    let (code, body) = get_auth(&format!("{base}/admin/v1/tenants/demo"), &token);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["chats"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        v["users"].as_array().unwrap().len(),
+        5 + 2 + 1 + 5,
+        "5 people, 2 bots, 1 line, 5 iMessage contacts"
+    );
+    assert_eq!(v["credentials"].as_array().unwrap().len(), 7);
+    let (_, out) = stop(child);
+    assert!(!out.contains("shown once, now"), "token printed again:\n{out}");
+}
+
+#[test]
+fn unwritable_data_directory_fails_clearly() {
+    let out = confab()
+        .args(["serve", "--database-url", "sqlite:///proc/confab-nope/x.db"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot create the data directory /proc/confab-nope"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let url = format!("sqlite://{}", db.display());
+    let out = confab()
+        .args(["--database-url", &url, "tenant", "create", "acme"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c = set_user_version(&db, 42);
+    assert!(c, "could not bump the schema version");
+    let out = confab().args(["--database-url", &url, "serve"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schema version 42, newer than this confab"), "{err}");
+}
+
+/// Sets `PRAGMA user_version` with the sqlite3 CLI when present, else by
+/// patching the header bytes (offset 60, big-endian u32) directly.
+fn set_user_version(db: &std::path::Path, v: u32) -> bool {
+    let mut bytes = std::fs::read(db).unwrap();
+    if bytes.len() < 100 {
+        return false;
+    }
+    bytes[60..64].copy_from_slice(&v.to_be_bytes());
+    std::fs::write(db, bytes).is_ok()
+}
+
+#[test]
+fn world_apply_twice_changes_nothing_and_cli_builds_a_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("w.db").display());
+    let file = dir.path().join("world.toml");
+    std::fs::write(&file, confab_server::demo::DEMO_WORLD).unwrap();
+    let run = |args: &[&str]| {
+        let out = confab().arg("--database-url").arg(&url).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run(&["world", "apply", file.to_str().unwrap()]);
+    assert!(first["created"].as_u64().unwrap() > 0);
+    let second = run(&["world", "apply", file.to_str().unwrap()]);
+    assert_eq!(second["created"], 0);
+
+    run(&["tenant", "create", "acme"]);
+    let u = run(&["user", "add", "--tenant", "acme", "--name", "Alice", "--id", "7"]);
+    assert_eq!(u["id"], 7);
+    let c = run(&[
+        "credential",
+        "create",
+        "--tenant",
+        "acme",
+        "--kind",
+        "bitrix_webhook",
+        "--user",
+        "7",
+        "--scopes",
+        "im,imbot",
+    ]);
+    assert_eq!(c["scopes"], serde_json::json!(["im", "imbot"]));
+    assert_eq!(c["secret"].as_str().unwrap().len(), 16);
+    run(&["user", "add", "--tenant", "acme", "--name", "Bob", "--id", "8"]);
+    let chat = run(&[
+        "chat",
+        "create",
+        "--tenant",
+        "acme",
+        "--id",
+        "3",
+        "--owner",
+        "7",
+        "--members",
+        "8",
+    ]);
+    assert_eq!(chat["owner_id"], 7);
+    let list = run(&["tenant", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    let out = confab()
+        .arg("--database-url")
+        .arg(&url)
+        .args(["user", "add", "--tenant", "nope", "--name", "X"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tenant \"nope\" not found"));
+}
+
+#[test]
+fn generated_admin_token_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, _) = start(dir.path(), &[]);
+    let (_, out) = stop(child);
+    let line = BufReader::new(out.as_bytes())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("Generated admin token"));
+    assert!(line.is_some(), "{out}");
+    let (child, _) = start(dir.path(), &[]);
+    let (_, out) = stop(child);
+    assert!(!out.contains("Generated admin token"), "{out}");
+}

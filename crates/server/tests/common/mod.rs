@@ -1,0 +1,302 @@
+//! Test harness: the real router on an ephemeral port, a temporary SQLite
+//! database behind a switchable fault wrapper, a reqwest client, and a
+//! world builder with one line per entity.
+#![allow(dead_code)]
+
+use confab_faces::admin::world::{self, *};
+use confab_faces::AppState;
+use confab_server::app::{self, HttpLimits};
+use confab_store::{FaultyStore, SqliteStore, Store, StoreExt};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub faults: Arc<FaultyStore>,
+    _dir: tempfile::TempDir,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(HttpLimits::default()).await
+    }
+
+    pub async fn start_with(limits: HttpLimits) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("confab.db")).expect("open store"));
+        let faults = Arc::new(FaultyStore::new(sqlite));
+        let store: Arc<dyn Store> = faults.clone();
+        let state = AppState {
+            store: store.clone(),
+            admin_token_hash: Arc::new(confab_faces::common::hash_secret(ADMIN_TOKEN)),
+        };
+        let router = app::build(state, &limits);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        TestServer {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            store,
+            faults,
+            _dir: dir,
+            _task: task,
+        }
+    }
+
+    /// A server with this world applied.
+    pub async fn with_world(w: World) -> TestServer {
+        let s = Self::start().await;
+        s.apply(w).await;
+        s
+    }
+
+    pub async fn apply(&self, w: World) {
+        self.store
+            .write(move |tx| world::apply(tx, &w))
+            .await
+            .expect("apply world");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request; `body` None = no body, Some(json) = JSON body.
+    pub async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> Reply {
+        let mut req = self.client.request(method, self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::reply(req.send().await.expect("request")).await
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+        let mut req = self.client.request(method, self.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::reply(req.send().await.expect("request")).await
+    }
+
+    pub async fn reply(res: reqwest::Response) -> Reply {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        self.call(method, path, &[("authorization", auth.as_str())], body).await
+    }
+
+    /// Active member ids of a chat, straight from the store.
+    pub async fn members(&self, tenant: &str, chat: i64) -> Vec<i64> {
+        let slug = tenant.to_string();
+        self.store
+            .read(move |tx| {
+                let t = tx.tenant_by_slug(&slug)?.expect("tenant");
+                Ok(tx
+                    .active_members(t.id, confab_core::ChatId(chat))?
+                    .iter()
+                    .map(|m| m.user_id.0)
+                    .collect())
+            })
+            .await
+            .expect("members")
+    }
+
+    pub async fn chat(&self, tenant: &str, chat: i64) -> confab_core::Chat {
+        let slug = tenant.to_string();
+        self.store
+            .read(move |tx| {
+                let t = tx.tenant_by_slug(&slug)?.expect("tenant");
+                Ok(tx.chat(t.id, confab_core::ChatId(chat))?.expect("chat"))
+            })
+            .await
+            .expect("chat")
+    }
+}
+
+/// One line per entity: `Tenant::new("acme").user(1, "Alice").chat(...)`.
+pub struct Tenant(pub TenantSpec);
+
+impl Tenant {
+    pub fn new(slug: &str) -> Tenant {
+        Tenant(TenantSpec {
+            slug: slug.into(),
+            name: None,
+            users: vec![],
+            apps: vec![],
+            bots: vec![],
+            lines: vec![],
+            chats: vec![],
+            credentials: vec![],
+        })
+    }
+    pub fn user(mut self, id: i64, name: &str) -> Self {
+        self.0.users.push(UserSpec {
+            id: Some(id),
+            name: name.into(),
+            kind: None,
+            handle: None,
+            active: true,
+        });
+        self
+    }
+    pub fn inactive_user(mut self, id: i64, name: &str) -> Self {
+        self.0.users.push(UserSpec {
+            id: Some(id),
+            name: name.into(),
+            kind: None,
+            handle: None,
+            active: false,
+        });
+        self
+    }
+    pub fn app(mut self, id: i64, client_id: &str) -> Self {
+        self.0.apps.push(AppSpec {
+            id: Some(id),
+            client_id: client_id.into(),
+            name: None,
+        });
+        self
+    }
+    pub fn bot(mut self, id: i64, app: &str, name: &str) -> Self {
+        self.0.bots.push(BotSpec {
+            id: Some(id),
+            app: app.into(),
+            name: name.into(),
+        });
+        self
+    }
+    pub fn line(mut self, number: &str) -> Self {
+        self.0.lines.push(LineSpec {
+            number: number.into(),
+            user_id: None,
+            active: true,
+        });
+        self
+    }
+    /// An internal group chat.
+    pub fn group(mut self, id: i64, owner: i64, members: &[i64]) -> Self {
+        self.0.chats.push(chat(
+            id,
+            "group",
+            None,
+            Some(owner),
+            members.iter().map(|m| MemberSpec::Id(*m)).collect(),
+        ));
+        self
+    }
+    pub fn dm(mut self, id: i64, a: i64, b: i64) -> Self {
+        self.0
+            .chats
+            .push(chat(id, "dm", None, Some(a), vec![MemberSpec::Id(b)]));
+        self
+    }
+    /// An open-line chat linked to a CRM entity.
+    pub fn open_line(mut self, id: i64, owner: i64, members: &[i64], entity_type: &str, entity_id: i64) -> Self {
+        let mut c = chat(
+            id,
+            "open_line",
+            None,
+            Some(owner),
+            members.iter().map(|m| MemberSpec::Id(*m)).collect(),
+        );
+        c.crm.push(CrmSpec {
+            entity_type: entity_type.into(),
+            entity_id,
+        });
+        self.0.chats.push(c);
+        self
+    }
+    /// An iMessage group on `line` with these handles besides the line.
+    pub fn imessage_group(mut self, id: i64, line: &str, handles: &[&str]) -> Self {
+        self.0.chats.push(chat(
+            id,
+            "group",
+            Some(line),
+            None,
+            handles.iter().map(|h| MemberSpec::Handle(h.to_string())).collect(),
+        ));
+        self
+    }
+    pub fn imessage_chat(mut self, c: ChatSpec) -> Self {
+        self.0.chats.push(c);
+        self
+    }
+    pub fn credential(
+        mut self,
+        kind: &str,
+        secret: &str,
+        user: Option<i64>,
+        app: Option<&str>,
+        scopes: &[&str],
+    ) -> Self {
+        self.0.credentials.push(CredentialSpec {
+            kind: kind.into(),
+            secret: Some(secret.into()),
+            user,
+            app: app.map(Into::into),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            expires_at: None,
+            expires_in: None,
+            label: None,
+        });
+        self
+    }
+    pub fn credential_spec(mut self, c: CredentialSpec) -> Self {
+        self.0.credentials.push(c);
+        self
+    }
+    pub fn world(self) -> World {
+        World { tenants: vec![self.0] }
+    }
+}
+
+pub fn chat(id: i64, kind: &str, line: Option<&str>, owner: Option<i64>, members: Vec<MemberSpec>) -> ChatSpec {
+    ChatSpec {
+        id: Some(id),
+        uuid: None,
+        kind: Some(kind.into()),
+        network: line.map(|_| "imessage".into()),
+        title: Some(format!("chat {id}")),
+        owner,
+        line: line.map(Into::into),
+        chat_key: None,
+        members,
+        crm: vec![],
+    }
+}
+
+pub fn worlds(ts: Vec<Tenant>) -> World {
+    World {
+        tenants: ts.into_iter().map(|t| t.0).collect(),
+    }
+}
