@@ -105,6 +105,8 @@ pub trait AdminTx {
     fn set_line_active(&mut self, tenant: TenantId, id: LineId, active: bool) -> TxResult<()>;
     fn lines(&mut self, tenant: TenantId) -> TxResult<Vec<Line>>;
     fn chats(&mut self, tenant: TenantId) -> TxResult<Vec<Chat>>;
+    /// Chats the user is an active member of, by id.
+    fn chats_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<Chat>>;
     /// Every membership row of the chat, history included, oldest first.
     fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>>;
     fn crm_links(&mut self, tenant: TenantId) -> TxResult<Vec<(CrmEntity, ChatId)>>;

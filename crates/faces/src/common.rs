@@ -28,6 +28,30 @@ pub fn random_hex32() -> String {
     hex::encode(bytes)
 }
 
+/// RFC 3339 / ISO 8601 in UTC, e.g. `2026-05-01T12:00:00Z`.
+pub fn iso8601(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// How long a face waits for the store before answering "unavailable".
+pub const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bounds a store call: a store that does not answer in time is
+/// "unavailable", which every face maps to its own retryable error.
+pub async fn bounded<T>(
+    fut: impl std::future::Future<Output = Result<T, confab_core::CoreError>>,
+) -> Result<T, confab_core::CoreError> {
+    match tokio::time::timeout(STORE_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(confab_core::CoreError::Unavailable(
+            "the database did not answer in time".into(),
+        )),
+    }
+}
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -3,19 +3,17 @@
 //! lives here (see `confab_core::policy`).
 
 pub mod admin;
+pub mod bitrix;
 pub mod common;
+pub mod limits;
+pub mod vibecode;
 
 use confab_store::Store;
 use std::sync::Arc;
 
 /// The wire faces and whether this build serves them (the demo banner
 /// says which curl examples will answer 404).
-pub const FACES: &[(&str, bool)] = &[
-    ("bitrix", false),
-    ("vibecode", false),
-    ("chert", false),
-    ("linq", false),
-];
+pub const FACES: &[(&str, bool)] = &[("bitrix", false), ("vibecode", true), ("chert", false), ("linq", false)];
 
 /// What every face handler can reach.
 #[derive(Clone)]
@@ -23,9 +21,25 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Hex SHA-256 of the admin bearer token.
     pub admin_token_hash: Arc<String>,
+    /// The Bitrix portal bucket, shared by the Bitrix and Vibecode faces.
+    pub portal_limiter: Arc<limits::PortalLimiter>,
+}
+
+impl AppState {
+    /// State with the default limits (Bitrix's 2 req/s, burst 50).
+    pub fn new(store: Arc<dyn Store>, admin_token_hash: String) -> Self {
+        AppState {
+            store,
+            admin_token_hash: Arc::new(admin_token_hash),
+            portal_limiter: Arc::new(limits::PortalLimiter::new(Some(limits::BucketConfig::BITRIX_DEFAULT))),
+        }
+    }
 }
 
 /// Every face's routes, merged. The server adds the cross-cutting layers.
 pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new().merge(admin::router()).with_state(state)
+    axum::Router::new()
+        .merge(admin::router())
+        .merge(vibecode::router())
+        .with_state(state)
 }

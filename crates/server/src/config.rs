@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
+use confab_faces::limits::BucketConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -44,6 +45,11 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "CONFAB_BODY_LIMIT")]
     pub body_limit: Option<usize>,
+    /// The Bitrix portal rate limit, shared with Vibecode: `DRAIN/BURST`
+    /// (requests per second drained / bucket size; Bitrix default `2/50`)
+    /// or `off`.
+    #[arg(long, env = "CONFAB_BITRIX_RATE_LIMIT")]
+    pub bitrix_rate_limit: Option<String>,
     /// Apply this world file (idempotently) before serving.
     #[arg(long, env = "CONFAB_WORLD")]
     pub world: Option<PathBuf>,
@@ -63,6 +69,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub request_timeout: Option<u64>,
     pub body_limit: Option<usize>,
+    pub bitrix_rate_limit: Option<String>,
 }
 
 /// The resolved configuration.
@@ -75,6 +82,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub request_timeout: u64,
     pub body_limit: usize,
+    pub bitrix_rate_limit: Option<BucketConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +101,7 @@ impl Config {
             log_format: Some("text".into()),
             request_timeout: Some(30),
             body_limit: Some(1024 * 1024),
+            bitrix_rate_limit: Some("2/50".into()),
         };
         let body = toml::to_string(&f).unwrap_or_default();
         format!("# confab configuration (all keys optional; flags and CONFAB_* env override)\n# admin_token = \"choose-a-long-random-token\"\n{body}")
@@ -119,6 +128,12 @@ impl Config {
             "json" => LogFormat::Json,
             other => bail!("log format must be \"text\" or \"json\", got {other:?}"),
         };
+        let rate = serve
+            .bitrix_rate_limit
+            .clone()
+            .or(file.bitrix_rate_limit)
+            .unwrap_or_else(|| "2/50".into());
+        let bitrix_rate_limit = BucketConfig::parse(&rate).map_err(|e| anyhow::anyhow!("--bitrix-rate-limit: {e}"))?;
         Ok(Config {
             listen: serve
                 .listen
@@ -139,6 +154,7 @@ impl Config {
             log_format,
             request_timeout: serve.request_timeout.or(file.request_timeout).unwrap_or(30),
             body_limit: serve.body_limit.or(file.body_limit).unwrap_or(1024 * 1024),
+            bitrix_rate_limit,
         })
     }
 }

@@ -40,9 +40,13 @@ Bitrix24 REST — incoming webhook {base}/rest/1/demowebhookcode1/  (scopes im i
    OAuth access token demo-oauth-access-token (app local.demo.bots, user 1):
    curl -X POST {base}/rest/imopenlines.crm.chat.user.delete -H 'Content-Type: application/json' -d '{{"CRM_ENTITY_TYPE":"lead","CRM_ENTITY":1205,"USER_ID":2,"auth":"demo-oauth-access-token"}}'
 
-Vibecode — personal key vibe_api_demo_personal_key (Bob); app key vibe_app_demo_app_key + session demo-user-session-token (Carol)
+Vibecode — personal keys vibe_api_demo_personal_key (Bob), vibe_api_demo_owner_key (Alice, owner of chat 1);
+           app key vibe_app_demo_app_key + user session token demo-user-session-token (Carol)
 {n_vibe}curl -X POST {base}/v1/chats/1/leave -H 'X-Api-Key: vibe_api_demo_personal_key'
    curl -X POST {base}/v1/chats/1/leave -H 'X-Api-Key: vibe_app_demo_app_key' -H 'Authorization: Bearer demo-user-session-token'
+   # the owner stays owner after leaving; hand the chat over, then leave completely:
+   curl -X POST {base}/v1/chats/1/owner -H 'X-Api-Key: vibe_api_demo_owner_key' -H 'Content-Type: application/json' -d '{{"userId":2}}'
+   curl -X POST {base}/v1/chats/1/leave -H 'X-Api-Key: vibe_api_demo_owner_key'
 
 Chert — tenant demo, signing secret demo-chert-signing-secret-0123456789 (also the bearer token)
 {n_chert}TS=$(date +%s); SIG=$(printf '%s.' "$TS" | openssl dgst -sha256 -hmac 'demo-chert-signing-secret-0123456789' | sed 's/^.* //')

@@ -5,6 +5,7 @@ use crate::config::{sqlite_path, Config, LogFormat};
 use anyhow::Context;
 use confab_core::CoreError;
 use confab_faces::common::{hash_secret, random_token};
+use confab_faces::limits::PortalLimiter;
 use confab_faces::AppState;
 use confab_store::{SqliteStore, Store, StoreExt};
 use std::sync::Arc;
@@ -87,8 +88,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         .context("cannot set up the admin token")?;
     Ok(Prepared {
         state: AppState {
-            store,
-            admin_token_hash: Arc::new(hash),
+            portal_limiter: Arc::new(PortalLimiter::new(config.bitrix_rate_limit)),
+            ..AppState::new(store, hash)
         },
         limits: HttpLimits {
             request_timeout: Duration::from_secs(config.request_timeout),

@@ -119,7 +119,7 @@ fn demo_starts_prints_credentials_and_is_idempotent() {
         5 + 2 + 1 + 5,
         "5 people, 2 bots, 1 line, 5 iMessage contacts"
     );
-    assert_eq!(v["credentials"].as_array().unwrap().len(), 7);
+    assert_eq!(v["credentials"].as_array().unwrap().len(), 8);
     let (_, out) = stop(child);
     assert!(!out.contains("shown once, now"), "token printed again:\n{out}");
 }

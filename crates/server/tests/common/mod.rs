@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use confab_faces::admin::world::{self, *};
+use confab_faces::limits::{BucketConfig, PortalLimiter};
 use confab_faces::AppState;
 use confab_server::app::{self, HttpLimits};
 use confab_store::{FaultyStore, SqliteStore, Store, StoreExt};
@@ -35,13 +36,23 @@ impl TestServer {
     }
 
     pub async fn start_with(limits: HttpLimits) -> TestServer {
+        Self::start_full(limits, None).await
+    }
+
+    /// A server whose Bitrix portal bucket is `bucket` (None = no limit).
+    pub async fn start_limited(bucket: Option<BucketConfig>) -> TestServer {
+        Self::start_full(HttpLimits::default(), bucket).await
+    }
+
+    async fn start_full(limits: HttpLimits, bucket: Option<BucketConfig>) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("confab.db")).expect("open store"));
         let faults = Arc::new(FaultyStore::new(sqlite));
         let store: Arc<dyn Store> = faults.clone();
+        // Tests run without the portal limit unless they ask for one.
         let state = AppState {
-            store: store.clone(),
-            admin_token_hash: Arc::new(confab_faces::common::hash_secret(ADMIN_TOKEN)),
+            portal_limiter: Arc::new(PortalLimiter::new(bucket)),
+            ..AppState::new(store.clone(), confab_faces::common::hash_secret(ADMIN_TOKEN))
         };
         let router = app::build(state, &limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

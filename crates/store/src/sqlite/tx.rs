@@ -569,6 +569,17 @@ impl AdminTx for SqliteTx<'_> {
         )
     }
 
+    fn chats_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<Chat>> {
+        self.many(
+            &format!(
+                "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id IN \
+                 (SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND left_at IS NULL) ORDER BY id"
+            ),
+            params![tenant.0, user.0],
+            chat_row,
+        )
+    }
+
     fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
         self.many(
             &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY seq"),

@@ -1,0 +1,111 @@
+//! Rate limits shared by faces. Bitrix24 meters requests with a leaky
+//! bucket per portal (docs `settings/performance/limits.md`: each request
+//! adds 1, the counter drains `drain` per second, a request that would take
+//! it above `burst` is refused). The Vibecode gateway sits in front of the
+//! same portal and passes the refusal on as 429 `RATE_LIMITED`, so both
+//! faces draw from one bucket per tenant.
+
+use confab_core::TenantId;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketConfig {
+    /// Requests per second the counter drains (Bitrix default plans: 2).
+    pub drain_per_sec: f64,
+    /// Counter level above which requests are refused (Bitrix default: 50).
+    pub burst: f64,
+}
+
+impl BucketConfig {
+    pub const BITRIX_DEFAULT: BucketConfig = BucketConfig {
+        drain_per_sec: 2.0,
+        burst: 50.0,
+    };
+
+    /// Parses `off`, or `DRAIN/BURST` such as `2/50`.
+    pub fn parse(s: &str) -> Result<Option<BucketConfig>, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let (d, b) = s
+            .split_once('/')
+            .ok_or_else(|| format!("rate limit must be \"off\" or DRAIN/BURST like 2/50, got {s:?}"))?;
+        let drain_per_sec: f64 = d.trim().parse().map_err(|_| format!("bad drain rate {d:?}"))?;
+        let burst: f64 = b.trim().parse().map_err(|_| format!("bad burst {b:?}"))?;
+        if drain_per_sec <= 0.0 || burst < 1.0 {
+            return Err("drain must be > 0 and burst >= 1".into());
+        }
+        Ok(Some(BucketConfig { drain_per_sec, burst }))
+    }
+}
+
+/// One leaky bucket per tenant. `None` config = no limit.
+pub struct PortalLimiter {
+    config: Option<BucketConfig>,
+    levels: Mutex<HashMap<TenantId, (f64, Instant)>>,
+}
+
+impl PortalLimiter {
+    pub fn new(config: Option<BucketConfig>) -> Self {
+        PortalLimiter {
+            config,
+            levels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one request; `Err(retry_after)` when the bucket is full.
+    pub fn hit(&self, tenant: TenantId) -> Result<(), Duration> {
+        let Some(cfg) = self.config else { return Ok(()) };
+        let now = Instant::now();
+        let mut levels = self.levels.lock().unwrap_or_else(|p| p.into_inner());
+        let (level, last) = levels.entry(tenant).or_insert((0.0, now));
+        let drained = (*level - now.duration_since(*last).as_secs_f64() * cfg.drain_per_sec).max(0.0);
+        *last = now;
+        if drained + 1.0 > cfg.burst {
+            *level = drained;
+            let wait = (drained + 1.0 - cfg.burst) / cfg.drain_per_sec;
+            return Err(Duration::from_secs_f64(wait.max(0.001)));
+        }
+        *level = drained + 1.0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refuse() {
+        let l = PortalLimiter::new(Some(BucketConfig {
+            drain_per_sec: 0.001,
+            burst: 3.0,
+        }));
+        let t = TenantId(1);
+        assert!(l.hit(t).is_ok() && l.hit(t).is_ok() && l.hit(t).is_ok());
+        let wait = l.hit(t).unwrap_err();
+        assert!(wait.as_secs() > 100, "{wait:?}");
+        assert!(l.hit(TenantId(2)).is_ok(), "buckets are per tenant");
+    }
+
+    #[test]
+    fn drains_over_time() {
+        let l = PortalLimiter::new(Some(BucketConfig {
+            drain_per_sec: 1000.0,
+            burst: 1.0,
+        }));
+        let t = TenantId(1);
+        assert!(l.hit(t).is_ok());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(l.hit(t).is_ok());
+    }
+
+    #[test]
+    fn parse() {
+        assert_eq!(BucketConfig::parse("off").unwrap(), None);
+        assert_eq!(BucketConfig::parse("2/50").unwrap(), Some(BucketConfig::BITRIX_DEFAULT));
+        assert!(BucketConfig::parse("x").is_err());
+    }
+}
