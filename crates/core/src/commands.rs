@@ -363,13 +363,19 @@ pub struct SendMessage {
 pub fn send_message(tx: &mut dyn Tx, cmd: &SendMessage) -> Result<(Chat, Message), CoreError> {
     let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
     let members = tx.active_members(chat.tenant_id, chat.id)?;
-    let author_id = match cmd.author {
-        Author::User(id) => id,
-        Author::Line => pinned_line(tx, &chat)?.ok_or(CoreError::NotSupported)?.user_id,
+    let (author_id, line) = match cmd.author {
+        Author::User(id) => (id, None),
+        Author::Line => {
+            let line = pinned_line(tx, &chat)?.ok_or(CoreError::NotSupported)?;
+            (line.user_id, Some(line))
+        }
     };
     let author = find_user(tx, cmd.tenant, author_id)?;
     let latest = tx.membership(chat.tenant_id, chat.id, author.id)?;
     policy::send_message(&members, &author, latest.as_ref())?;
+    if let Some(line) = line {
+        policy::line_can_deliver(&line)?;
+    }
     if cmd.text.is_empty() {
         return Err(CoreError::Invalid("message text is empty".into()));
     }
@@ -418,6 +424,7 @@ pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membe
         Some(Creator::User(id)) => (Some(find_user(tx, cmd.tenant, *id)?), None),
         Some(Creator::Line(number)) => {
             let line = tx.line_by_number(cmd.tenant, number)?.ok_or(CoreError::ForeignLine)?;
+            policy::line_can_deliver(&line)?;
             (Some(find_user(tx, cmd.tenant, line.user_id)?), Some(line))
         }
         None => (None, None),

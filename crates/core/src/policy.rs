@@ -150,10 +150,7 @@ fn imessage_group_ready(chat: &Chat, members: &[Membership], line: Option<&Line>
         // group from your line's perspective"; seed 004: 409 after leaving.
         return Err(CoreError::LeftChat);
     }
-    if !line.active {
-        return Err(CoreError::DeliveryFailed);
-    }
-    Ok(())
+    line_can_deliver(line)
 }
 
 /// `LeavePolicy::IMessage` — seeds 003 and 004: the pinned line leaves.
@@ -336,6 +333,16 @@ pub fn send_message(members: &[Membership], author: &User, latest: Option<&Membe
     match latest {
         Some(_) => Err(CoreError::LeftChat),
         None => Err(CoreError::NotAMember),
+    }
+}
+
+/// A line sends through its transport; an inactive line cannot deliver
+/// (Chert 4001), and nothing is recorded.
+pub fn line_can_deliver(line: &Line) -> Result<(), CoreError> {
+    if line.active {
+        Ok(())
+    } else {
+        Err(CoreError::DeliveryFailed)
     }
 }
 

@@ -114,6 +114,16 @@ pub trait AdminTx {
     fn insert_credential(&mut self, cred: NewCredential) -> TxResult<Credential>;
     fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>>;
     fn credentials(&mut self, tenant: TenantId) -> TxResult<Vec<Credential>>;
+    /// A stored answer to an idempotent request: (body hash, response).
+    fn idempotent_response(&mut self, tenant: TenantId, scope: &str, key: &str) -> TxResult<Option<(String, String)>>;
+    fn save_idempotent_response(
+        &mut self,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+        body_hash: &str,
+        response: &str,
+    ) -> TxResult<()>;
     fn setting(&mut self, key: &str) -> TxResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()>;
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod bitrix;
+pub mod chert;
 pub mod common;
 pub mod limits;
 pub mod vibecode;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 /// The wire faces and whether this build serves them (the demo banner
 /// says which curl examples will answer 404).
-pub const FACES: &[(&str, bool)] = &[("bitrix", false), ("vibecode", true), ("chert", false), ("linq", false)];
+pub const FACES: &[(&str, bool)] = &[("bitrix", false), ("vibecode", true), ("chert", true), ("linq", false)];
 
 /// What every face handler can reach.
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct AppState {
     pub admin_token_hash: Arc<String>,
     /// The Bitrix portal bucket, shared by the Bitrix and Vibecode faces.
     pub portal_limiter: Arc<limits::PortalLimiter>,
+    /// Chert signatures already used (replay protection).
+    pub replay_guard: Arc<limits::ReplayGuard>,
 }
 
 impl AppState {
@@ -32,6 +35,7 @@ impl AppState {
             store,
             admin_token_hash: Arc::new(admin_token_hash),
             portal_limiter: Arc::new(limits::PortalLimiter::new(Some(limits::BucketConfig::BITRIX_DEFAULT))),
+            replay_guard: Arc::new(limits::ReplayGuard::new()),
         }
     }
 }
@@ -41,5 +45,6 @@ pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .merge(admin::router())
         .merge(vibecode::router())
+        .merge(chert::router())
         .with_state(state)
 }

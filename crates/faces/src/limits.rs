@@ -109,3 +109,54 @@ mod tests {
         assert!(BucketConfig::parse("x").is_err());
     }
 }
+
+/// Remembers signatures seen within the timestamp window so that a replayed
+/// signed request on a non-idempotent route is refused instead of applied
+/// twice (Chert HMAC v1: ±300 s window).
+pub struct ReplayGuard {
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReplayGuard {
+    pub fn new() -> Self {
+        ReplayGuard {
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records `key` until `expires_at` (unix seconds); false if it was
+    /// already recorded and has not expired.
+    pub fn first_use(&self, key: String, now: i64, expires_at: i64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 10_000 {
+            seen.retain(|_, exp| *exp > now);
+        }
+        match seen.get(&key) {
+            Some(exp) if *exp > now => false,
+            _ => {
+                seen.insert(key, expires_at);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    #[test]
+    fn replay_within_window_is_refused() {
+        let g = ReplayGuard::new();
+        assert!(g.first_use("a".into(), 100, 400));
+        assert!(!g.first_use("a".into(), 200, 500));
+        assert!(g.first_use("a".into(), 401, 700), "expired entries may be used again");
+        assert!(g.first_use("b".into(), 200, 500));
+    }
+}

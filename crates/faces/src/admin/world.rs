@@ -254,8 +254,22 @@ pub fn apply(tx: &mut dyn StoreTx, world: &World) -> Result<Applied, CoreError> 
             }
             applied.mark(ensure_bot(tx, tenant.id, b, Mode::Upsert)?.1);
         }
+        // Lines, like users, are deactivated only after their chats exist.
+        let mut silence = Vec::new();
         for l in &t.lines {
-            applied.mark(ensure_line(tx, tenant.id, l, Mode::Upsert)?.1);
+            let (line, created) = ensure_line(
+                tx,
+                tenant.id,
+                &LineSpec {
+                    active: true,
+                    ..l.clone()
+                },
+                Mode::Upsert,
+            )?;
+            if created && !l.active {
+                silence.push(line.id);
+            }
+            applied.mark(created);
         }
         for c in &t.chats {
             if c.id.is_none() {
@@ -277,6 +291,9 @@ pub fn apply(tx: &mut dyn StoreTx, world: &World) -> Result<Applied, CoreError> 
         }
         for id in deactivate {
             tx.set_user_active(tenant.id, id, false)?;
+        }
+        for id in silence {
+            tx.set_line_active(tenant.id, id, false)?;
         }
     }
     Ok(applied)

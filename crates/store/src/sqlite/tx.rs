@@ -663,6 +663,29 @@ impl AdminTx for SqliteTx<'_> {
         )
     }
 
+    fn idempotent_response(&mut self, tenant: TenantId, scope: &str, key: &str) -> TxResult<Option<(String, String)>> {
+        self.one(
+            "SELECT body_hash, response FROM idempotency_keys WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
+            params![tenant.0, scope, key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
+    fn save_idempotent_response(
+        &mut self,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+        body_hash: &str,
+        response: &str,
+    ) -> TxResult<()> {
+        self.exec(
+            "INSERT INTO idempotency_keys (tenant_id, scope, key, body_hash, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![tenant.0, scope, key, body_hash, response, self.now],
+        )?;
+        Ok(())
+    }
+
     fn setting(&mut self, key: &str) -> TxResult<Option<String>> {
         self.one("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0))
     }
