@@ -485,3 +485,57 @@ pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membe
     let members = tx.active_members(chat.tenant_id, chat.id)?;
     Ok((chat, members))
 }
+
+/// Bitrix `imbot.register`: a new bot of `app`, unique `code` per portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterBot {
+    pub tenant: TenantId,
+    pub app: AppId,
+    pub code: String,
+    pub name: String,
+    /// Opaque registration data kept with the bot (type, handlers).
+    pub meta: String,
+}
+
+pub fn register_bot(tx: &mut dyn Tx, cmd: &RegisterBot) -> Result<User, CoreError> {
+    let existing = tx
+        .bots_of_app(cmd.tenant, cmd.app)?
+        .into_iter()
+        .filter(|b| b.active)
+        .count();
+    policy::can_register_bot(existing)?;
+    let bot = tx.insert_user(NewUser {
+        tenant_id: cmd.tenant,
+        id: None,
+        kind: UserKind::Bot,
+        name: cmd.name.clone(),
+        handle: None,
+        active: true,
+        app_id: Some(cmd.app),
+    })?;
+    Ok(bot)
+}
+
+/// Bitrix `imbot.unregister`: the bot leaves every chat (one `left` event
+/// each) and is deactivated. Only its own app may do it.
+pub fn unregister_bot(tx: &mut dyn Tx, tenant: TenantId, app: AppId, bot_id: UserId) -> Result<User, CoreError> {
+    let requested = tx.user(tenant, bot_id)?;
+    let app_bots = tx.bots_of_app(tenant, app)?;
+    let bot = policy::resolve_bot(app, Some(bot_id), requested.as_ref(), &app_bots)?;
+    let user = find_user(tx, tenant, bot)?;
+    if !user.active {
+        return Err(CoreError::BotNotFound);
+    }
+    let now = tx.now();
+    for chat_id in chats_of(tx, tenant, bot)? {
+        if let Some(chat) = tx.lock_chat(tenant, chat_id)? {
+            tx.close_membership(tenant, chat.id, bot, now)?;
+            event(tx, &chat, EventKind::Left, Some(bot), Some(bot), &None)?;
+        }
+    }
+    Ok(user)
+}
+
+fn chats_of(tx: &mut dyn Tx, tenant: TenantId, user: UserId) -> Result<Vec<ChatId>, CoreError> {
+    tx.chat_ids_of_user(tenant, user)
+}

@@ -18,6 +18,9 @@ pub enum CoreError {
     /// Seed 001: the bot was registered by another application.
     #[error("bot was installed by another application")]
     ForeignBot,
+    /// Bitrix: an app registers at most `max` bots.
+    #[error("the application has reached the maximum number of bots ({max})")]
+    BotLimit { max: usize },
     /// The user is not an active member of the chat.
     #[error("user is not a member of the chat")]
     NotAMember,

@@ -346,6 +346,17 @@ pub fn line_can_deliver(line: &Line) -> Result<(), CoreError> {
     }
 }
 
+/// Bitrix: "max 5 bots per app".
+pub const MAX_BOTS_PER_APP: usize = 5;
+
+pub fn can_register_bot(existing: usize) -> Result<(), CoreError> {
+    if existing >= MAX_BOTS_PER_APP {
+        Err(CoreError::BotLimit { max: MAX_BOTS_PER_APP })
+    } else {
+        Ok(())
+    }
+}
+
 /// Creating a chat: a DM has exactly one other participant; an iMessage
 /// group has 2–31 recipients besides the line (Chert create).
 pub fn create_chat(kind: ChatKind, network: Network, others: usize) -> Result<(), CoreError> {

@@ -57,6 +57,8 @@ pub trait Tx {
     fn bots_of_app(&mut self, tenant: TenantId, app: AppId) -> TxResult<Vec<User>>;
     fn line(&mut self, tenant: TenantId, id: LineId) -> TxResult<Option<Line>>;
     fn line_by_number(&mut self, tenant: TenantId, number: &str) -> TxResult<Option<Line>>;
+    /// Ids of the chats the user is an active member of.
+    fn chat_ids_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<ChatId>>;
     /// The entity's chats, oldest first (the last one is `getLastId`).
     fn crm_chats(&mut self, tenant: TenantId, entity: CrmEntity) -> TxResult<Vec<ChatId>>;
 
@@ -124,6 +126,20 @@ pub trait AdminTx {
         body_hash: &str,
         response: &str,
     ) -> TxResult<()>;
+    /// A bot's registration: (CODE, JSON metadata).
+    fn bot_registration(&mut self, tenant: TenantId, bot: UserId) -> TxResult<Option<(String, String)>>;
+    fn set_bot_registration(
+        &mut self,
+        tenant: TenantId,
+        bot: UserId,
+        code: Option<&str>,
+        meta: Option<&str>,
+    ) -> TxResult<()>;
+    fn bot_by_code(&mut self, tenant: TenantId, code: &str) -> TxResult<Option<UserId>>;
+    /// Binds a chat to a free entity (`ENTITY_TYPE`, `ENTITY_ID`).
+    fn bind_chat(&mut self, tenant: TenantId, entity_type: &str, entity_id: &str, chat: ChatId) -> TxResult<()>;
+    /// The newest chat bound to the entity.
+    fn chat_by_binding(&mut self, tenant: TenantId, entity_type: &str, entity_id: &str) -> TxResult<Option<ChatId>>;
     fn setting(&mut self, key: &str) -> TxResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()>;
 }

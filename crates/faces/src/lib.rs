@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 /// The wire faces and whether this build serves them (the demo banner
 /// says which curl examples will answer 404).
-pub const FACES: &[(&str, bool)] = &[("bitrix", false), ("vibecode", true), ("chert", true), ("linq", false)];
+pub const FACES: &[(&str, bool)] = &[("bitrix", true), ("vibecode", true), ("chert", true), ("linq", false)];
 
 /// What every face handler can reach.
 #[derive(Clone)]
@@ -26,6 +26,8 @@ pub struct AppState {
     pub portal_limiter: Arc<limits::PortalLimiter>,
     /// Chert signatures already used (replay protection).
     pub replay_guard: Arc<limits::ReplayGuard>,
+    /// Bitrix `operating` accounting per credential and method.
+    pub operating: Arc<bitrix::operating::OperatingLimiter>,
 }
 
 impl AppState {
@@ -36,6 +38,9 @@ impl AppState {
             admin_token_hash: Arc::new(admin_token_hash),
             portal_limiter: Arc::new(limits::PortalLimiter::new(Some(limits::BucketConfig::BITRIX_DEFAULT))),
             replay_guard: Arc::new(limits::ReplayGuard::new()),
+            operating: Arc::new(bitrix::operating::OperatingLimiter::new(Some(
+                bitrix::operating::DEFAULT_LIMIT_SECS,
+            ))),
         }
     }
 }
@@ -46,5 +51,6 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(admin::router())
         .merge(vibecode::router())
         .merge(chert::router())
+        .merge(bitrix::router())
         .with_state(state)
 }

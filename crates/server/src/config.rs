@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// or `off`.
     #[arg(long, env = "CONFAB_BITRIX_RATE_LIMIT")]
     pub bitrix_rate_limit: Option<String>,
+    /// Bitrix `operating` limit: execution seconds per method and
+    /// credential over 10 minutes (default 420), or `off`.
+    #[arg(long, env = "CONFAB_BITRIX_OPERATING_LIMIT")]
+    pub bitrix_operating_limit: Option<String>,
     /// Apply this world file (idempotently) before serving.
     #[arg(long, env = "CONFAB_WORLD")]
     pub world: Option<PathBuf>,
@@ -70,6 +74,7 @@ pub struct FileConfig {
     pub request_timeout: Option<u64>,
     pub body_limit: Option<usize>,
     pub bitrix_rate_limit: Option<String>,
+    pub bitrix_operating_limit: Option<String>,
 }
 
 /// The resolved configuration.
@@ -83,6 +88,7 @@ pub struct Config {
     pub request_timeout: u64,
     pub body_limit: usize,
     pub bitrix_rate_limit: Option<BucketConfig>,
+    pub bitrix_operating_limit: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +108,7 @@ impl Config {
             request_timeout: Some(30),
             body_limit: Some(1024 * 1024),
             bitrix_rate_limit: Some("2/50".into()),
+            bitrix_operating_limit: Some("420".into()),
         };
         let body = toml::to_string(&f).unwrap_or_default();
         format!("# confab configuration (all keys optional; flags and CONFAB_* env override)\n# admin_token = \"choose-a-long-random-token\"\n{body}")
@@ -134,6 +141,20 @@ impl Config {
             .or(file.bitrix_rate_limit)
             .unwrap_or_else(|| "2/50".into());
         let bitrix_rate_limit = BucketConfig::parse(&rate).map_err(|e| anyhow::anyhow!("--bitrix-rate-limit: {e}"))?;
+        let operating = serve
+            .bitrix_operating_limit
+            .clone()
+            .or(file.bitrix_operating_limit)
+            .unwrap_or_else(|| "420".into());
+        let bitrix_operating_limit = if operating.eq_ignore_ascii_case("off") {
+            None
+        } else {
+            Some(operating.parse::<f64>().ok().filter(|s| *s > 0.0).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--bitrix-operating-limit must be a positive number of seconds or \"off\", got {operating:?}"
+                )
+            })?)
+        };
         Ok(Config {
             listen: serve
                 .listen
@@ -155,6 +176,7 @@ impl Config {
             request_timeout: serve.request_timeout.or(file.request_timeout).unwrap_or(30),
             body_limit: serve.body_limit.or(file.body_limit).unwrap_or(1024 * 1024),
             bitrix_rate_limit,
+            bitrix_operating_limit,
         })
     }
 }

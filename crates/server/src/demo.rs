@@ -33,12 +33,13 @@ users: 1 Alice (owner of chat 1), 2 Bob, 3 Carol, 4 Dave (open-line operator), 5
 bots:  100 Helper bot, 101 Second bot (app CLIENT_ID local.demo.bots)
 chats: 1 Bitrix group (owner Alice; Bob, Carol, both bots) · 2 DM Alice–Bob
        3 iMessage group, 4 members, ch_3f1c1a522b0e4c399a550d7e3a1c0003 / 3f1c1a52-2b0e-4c39-9a55-0d7e3a1c0003
-       4 iMessage group, 3 members (too small to leave) · 5, 6 open-line chats of CRM lead 1205
+       4 iMessage group, 3 members (too small to leave) · 5, 6 open-line chats of CRM lead 1205 (owner Alice)
 
 Bitrix24 REST — incoming webhook {base}/rest/1/demowebhookcode1/  (scopes im imbot imopenlines)
-{n_bitrix}curl -X POST {base}/rest/1/demowebhookcode1/imbot.chat.leave.json -H 'Content-Type: application/json' -d '{{"CHAT_ID":1,"BOT_ID":100}}'
-   OAuth access token demo-oauth-access-token (app local.demo.bots, user 1):
-   curl -X POST {base}/rest/imopenlines.crm.chat.user.delete -H 'Content-Type: application/json' -d '{{"CRM_ENTITY_TYPE":"lead","CRM_ENTITY":1205,"USER_ID":2,"auth":"demo-oauth-access-token"}}'
+{n_bitrix}curl -X POST {base}/rest/1/demowebhookcode1/imbot.chat.leave.json -H 'Content-Type: application/json' -d '{{"CHAT_ID":1,"BOT_ID":100,"CLIENT_ID":"local.demo.bots"}}'
+   curl -X POST {base}/rest/1/demowebhookcode1/imopenlines.crm.chat.user.delete.json -H 'Content-Type: application/json' -d '{{"CRM_ENTITY_TYPE":"lead","CRM_ENTITY":1205,"USER_ID":2}}'
+   OAuth access token demo-oauth-access-token (app local.demo.bots, user 1; BOT_ID defaults to the app's first bot):
+   curl -X POST {base}/rest/imbot.chat.leave -H 'Content-Type: application/json' -d '{{"CHAT_ID":1,"auth":"demo-oauth-access-token"}}'
 
 Vibecode — personal keys vibe_api_demo_personal_key (Bob), vibe_api_demo_owner_key (Alice, owner of chat 1);
            app key vibe_app_demo_app_key + user session token demo-user-session-token (Carol)

@@ -4,6 +4,7 @@ use crate::app::{self, HttpLimits};
 use crate::config::{sqlite_path, Config, LogFormat};
 use anyhow::Context;
 use confab_core::CoreError;
+use confab_faces::bitrix::operating::OperatingLimiter;
 use confab_faces::common::{hash_secret, random_token};
 use confab_faces::limits::PortalLimiter;
 use confab_faces::AppState;
@@ -89,6 +90,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     Ok(Prepared {
         state: AppState {
             portal_limiter: Arc::new(PortalLimiter::new(config.bitrix_rate_limit)),
+            operating: Arc::new(OperatingLimiter::new(config.bitrix_operating_limit)),
             ..AppState::new(store, hash)
         },
         limits: HttpLimits {

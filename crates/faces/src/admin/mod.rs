@@ -95,7 +95,8 @@ impl From<CoreError> for AdminError {
                 tracing::error!(%detail, "admin request failed");
                 return AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error");
             }
-            ForeignBot
+            BotLimit { .. }
+            | ForeignBot
             | NotAMember
             | NoLongerMember
             | LeftChat

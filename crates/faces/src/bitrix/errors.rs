@@ -75,10 +75,20 @@ pub fn word(method: Method, e: &CoreError) -> BitrixError {
         ),
         ChatNotFound => b(400, "CHAT_NOT_FOUND", "Chat not found"),
         UserNotFound => match method {
-            CrmChatUserDelete | ImChatUserDelete => b(400, "USER_NOT_FOUND", "The specified user is not in the chat"),
+            CrmChatUserDelete => b(
+                400,
+                "WRONG_REQUEST",
+                "You don't have access or user already not in chat",
+            ),
+            ImChatUserDelete => b(400, "USER_NOT_FOUND", "The specified user is not in the chat"),
             _ => b(400, "USER_NOT_FOUND", "User not found"),
         },
         BotNotFound => b(400, "BOT_ID_ERROR", "Bot not found"),
+        BotLimit { max } => b(
+            400,
+            "MAX_COUNT_ERROR",
+            &format!("Has reached the maximum number of bots for application (max: {max})"),
+        ),
         ForeignBot => b(400, "APP_ID_ERROR", "Bot was installed by another rest application"),
         NotAMember | NoLongerMember | LeftChat => match (method, e) {
             (ImChatLeave, _) => b(403, "ACCESS_DENIED_KICK", "Access denied to kick user from chat"),
@@ -93,12 +103,13 @@ pub fn word(method: Method, e: &CoreError) -> BitrixError {
                 "You don't have access or user isn't a member of the chat",
             ),
             (ImChatUserDelete, _) => b(400, "USER_NOT_FOUND", "The specified user is not in the chat"),
-            (CrmChatUserDelete, NoLongerMember) => b(
+            // The current docs (b24restdocs eb7aeef6) dropped the seed's
+            // USER_NOT_FOUND row: "not in chat" is this one error now.
+            (CrmChatUserDelete, _) => b(
                 400,
                 "WRONG_REQUEST",
                 "You don't have access or user already not in chat",
             ),
-            (CrmChatUserDelete, _) => b(400, "USER_NOT_FOUND", "The specified user is not in the chat"),
             (ImChatSetOwner | ImbotChatSetOwner, _) => b(
                 400,
                 "WRONG_REQUEST",
@@ -113,13 +124,14 @@ pub fn word(method: Method, e: &CoreError) -> BitrixError {
             _ => b(403, "ACCESS_ERROR", "It is forbidden to delete users of this chat"),
         },
         OwnerCannotLeave => b(403, "ACCESS_ERROR", "LEAVE_OWNER_FORBIDDEN"),
-        NoCrmChat => b(400, "CRM_CHAT_EMPTY_CRM_DATA", "Empty CRM data"),
+        NoCrmChat => b(400, "CRM_CHAT_EMPTY_CRM_DATA", "Could not find CRM object"),
         ChatNotOfEntity => b(
             400,
             "CHAT_NOT_IN_CRM",
             "Chat does not belong to the CRM object being checked",
         ),
-        UserInactive => b(400, "CRM_CHAT_USER_NOT_ACTIVE", "Chat user is not active"),
+        // Current docs wording (the seed had "Chat user is not active").
+        UserInactive => b(400, "CRM_CHAT_USER_NOT_ACTIVE", "User not active"),
         PermissionDenied => match method {
             CrmChatUserDelete => b(
                 403,

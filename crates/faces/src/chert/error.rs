@@ -192,7 +192,13 @@ pub fn from_core(route: Route, e: CoreError) -> ChertError {
         Conflict(what) => ChertError::new(1001, format!("{what} already exists")),
         // Bitrix-only rules cannot be reached through Chert's routes; if
         // they are, the operation is not available for this chat.
-        e @ (BotNotFound | ForeignBot | OwnerCannotLeave | RemovalForbidden | NoCrmChat | ChatNotOfEntity
+        e @ (BotNotFound
+        | BotLimit { .. }
+        | ForeignBot
+        | OwnerCannotLeave
+        | RemovalForbidden
+        | NoCrmChat
+        | ChatNotOfEntity
         | PermissionDenied) => ChertError::new(1006, format!("Not available for this chat: {e}")),
         Unavailable(detail) => {
             tracing::warn!(%detail, "store unavailable");

@@ -45,6 +45,12 @@ impl TestServer {
     }
 
     async fn start_full(limits: HttpLimits, bucket: Option<BucketConfig>) -> TestServer {
+        Self::start_bitrix(limits, bucket, None).await
+    }
+
+    /// Full control: HTTP limits, the portal bucket and the Bitrix
+    /// `operating` limit in seconds (None = accounting only).
+    pub async fn start_bitrix(limits: HttpLimits, bucket: Option<BucketConfig>, operating: Option<f64>) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("confab.db")).expect("open store"));
         let faults = Arc::new(FaultyStore::new(sqlite));
@@ -52,6 +58,7 @@ impl TestServer {
         // Tests run without the portal limit unless they ask for one.
         let state = AppState {
             portal_limiter: Arc::new(PortalLimiter::new(bucket)),
+            operating: Arc::new(confab_faces::bitrix::operating::OperatingLimiter::new(operating)),
             ..AppState::new(store.clone(), confab_faces::common::hash_secret(ADMIN_TOKEN))
         };
         let router = app::build(state, &limits);

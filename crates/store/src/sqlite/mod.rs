@@ -22,9 +22,10 @@ pub use tx::SqliteTx;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_idempotency.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_bitrix.sql")),
 ];
 
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

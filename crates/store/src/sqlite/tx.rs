@@ -250,6 +250,14 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    fn chat_ids_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<ChatId>> {
+        self.many(
+            "SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND left_at IS NULL ORDER BY chat_id",
+            params![tenant.0, user.0],
+            |r| Ok(ChatId(r.get(0)?)),
+        )
+    }
+
     fn crm_chats(&mut self, tenant: TenantId, entity: CrmEntity) -> TxResult<Vec<ChatId>> {
         self.many(
             "SELECT chat_id FROM crm_links WHERE tenant_id = ?1 AND entity_type = ?2 AND entity_id = ?3 ORDER BY seq",
@@ -684,6 +692,52 @@ impl AdminTx for SqliteTx<'_> {
             params![tenant.0, scope, key, body_hash, response, self.now],
         )?;
         Ok(())
+    }
+
+    fn bot_registration(&mut self, tenant: TenantId, bot: UserId) -> TxResult<Option<(String, String)>> {
+        self.one(
+            "SELECT bot_code, COALESCE(bot_meta, '{}') FROM users WHERE tenant_id = ?1 AND id = ?2 AND bot_code IS NOT NULL",
+            params![tenant.0, bot.0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
+    fn set_bot_registration(
+        &mut self,
+        tenant: TenantId,
+        bot: UserId,
+        code: Option<&str>,
+        meta: Option<&str>,
+    ) -> TxResult<()> {
+        self.exec(
+            "UPDATE users SET bot_code = ?3, bot_meta = ?4 WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.0, bot.0, code, meta],
+        )?;
+        Ok(())
+    }
+
+    fn bot_by_code(&mut self, tenant: TenantId, code: &str) -> TxResult<Option<UserId>> {
+        self.one(
+            "SELECT id FROM users WHERE tenant_id = ?1 AND bot_code = ?2",
+            params![tenant.0, code],
+            |r| Ok(UserId(r.get(0)?)),
+        )
+    }
+
+    fn bind_chat(&mut self, tenant: TenantId, entity_type: &str, entity_id: &str, chat: ChatId) -> TxResult<()> {
+        self.exec(
+            "INSERT INTO chat_bindings (tenant_id, entity_type, entity_id, chat_id) VALUES (?1, ?2, ?3, ?4)",
+            params![tenant.0, entity_type, entity_id, chat.0],
+        )?;
+        Ok(())
+    }
+
+    fn chat_by_binding(&mut self, tenant: TenantId, entity_type: &str, entity_id: &str) -> TxResult<Option<ChatId>> {
+        self.one(
+            "SELECT chat_id FROM chat_bindings WHERE tenant_id = ?1 AND entity_type = ?2 AND entity_id = ?3 ORDER BY seq DESC LIMIT 1",
+            params![tenant.0, entity_type, entity_id],
+            |r| Ok(ChatId(r.get(0)?)),
+        )
     }
 
     fn setting(&mut self, key: &str) -> TxResult<Option<String>> {
