@@ -197,10 +197,8 @@ mod tests {
             w(CoreError::NoLongerMember).description,
             "You don't have access or user already not in chat"
         );
-        assert_eq!(
-            w(CoreError::NotAMember).description,
-            "The specified user is not in the chat"
-        );
+        // Current docs: one row for "not in chat", never-member or left.
+        assert_eq!(w(CoreError::NotAMember), w(CoreError::NoLongerMember));
         assert_eq!(w(CoreError::PermissionDenied).status, 403);
         assert_eq!(w(CoreError::UserInactive).code, "CRM_CHAT_USER_NOT_ACTIVE");
     }
