@@ -54,6 +54,18 @@ pub struct ServeArgs {
     /// credential over 10 minutes (default 420), or `off`.
     #[arg(long, env = "CONFAB_BITRIX_OPERATING_LIMIT")]
     pub bitrix_operating_limit: Option<String>,
+    /// Serve HTTPS with this PEM certificate (chain) ...
+    #[arg(long, env = "CONFAB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// ... and this PEM private key.
+    #[arg(long, env = "CONFAB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1, ::1 and
+    /// localhost, kept under the data directory (`tls/cert.pem`) and
+    /// printed at start so clients can trust it (NODE_EXTRA_CA_CERTS,
+    /// REQUESTS_CA_BUNDLE, SSL_CERT_FILE).
+    #[arg(long, env = "CONFAB_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    pub tls_self_signed: bool,
     /// Apply this world file (idempotently) before serving.
     #[arg(long, env = "CONFAB_WORLD")]
     pub world: Option<PathBuf>,

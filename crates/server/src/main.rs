@@ -342,16 +342,41 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
             "world file applied"
         );
     }
+    let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        startup::Tls::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        }
+    } else if args.tls_self_signed {
+        let path = confab_server::config::sqlite_path(&config.database_url)?;
+        let data_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let (cert, key) = startup::self_signed(&data_dir)?;
+        println!(
+            "TLS: self-signed certificate {} (trust it with NODE_EXTRA_CA_CERTS / REQUESTS_CA_BUNDLE / SSL_CERT_FILE)",
+            cert.display()
+        );
+        startup::Tls::Files { cert, key }
+    } else {
+        startup::Tls::Off
+    };
+    let scheme = if matches!(tls, startup::Tls::Off) {
+        "http"
+    } else {
+        "https"
+    };
     if args.demo {
         let w = demo::world()?;
         store
             .write(move |tx| world::apply(tx, &w))
             .await
             .context("cannot seed the demo world")?;
-        let base = format!("http://{}", config.listen);
+        let base = format!("{scheme}://{}", config.listen);
         println!("{}", demo::banner(&base, prepared.generated_admin_token.as_deref()));
     } else if let Some(token) = &prepared.generated_admin_token {
         println!("Generated admin token (shown once; store it): {token}");
     }
-    startup::serve(&config, prepared).await
+    startup::serve(&config, prepared, tls).await
 }

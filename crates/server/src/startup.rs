@@ -9,6 +9,7 @@ use confab_faces::common::{hash_secret, random_token};
 use confab_faces::limits::PortalLimiter;
 use confab_faces::AppState;
 use confab_store::{SqliteStore, Store, StoreExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,7 +102,35 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     })
 }
 
-pub async fn serve(config: &Config, prepared: Prepared) -> anyhow::Result<()> {
+/// Where HTTPS gets its certificate.
+#[derive(Debug, Clone)]
+pub enum Tls {
+    Off,
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+/// A self-signed certificate for 127.0.0.1, ::1 and localhost under
+/// `dir/tls/`, made once and reused (so a client that trusts it keeps
+/// trusting it across restarts).
+pub fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let tls = dir.join("tls");
+    let (cert, key) = (tls.join("cert.pem"), tls.join("key.pem"));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(&tls).with_context(|| format!("cannot create {}", tls.display()))?;
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let generated = rcgen::generate_simple_self_signed(names).context("cannot generate a self-signed certificate")?;
+    std::fs::write(&cert, generated.cert.pem()).with_context(|| format!("cannot write {}", cert.display()))?;
+    std::fs::write(&key, generated.key_pair.serialize_pem())
+        .with_context(|| format!("cannot write {}", key.display()))?;
+    Ok((cert, key))
+}
+
+pub async fn serve(config: &Config, prepared: Prepared, tls: Tls) -> anyhow::Result<()> {
+    if let Tls::Files { cert, key } = tls {
+        return serve_tls(config, prepared, &cert, &key).await;
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -111,6 +140,38 @@ pub async fn serve(config: &Config, prepared: Prepared) -> anyhow::Result<()> {
     let router = app::build(prepared.state, &prepared.limits);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server error")?;
+    Ok(())
+}
+
+async fn serve_tls(config: &Config, prepared: Prepared, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot load the TLS certificate {} / key {}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    let listener =
+        std::net::TcpListener::bind(&config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = prepared.state.store.backend(), "confab listening (TLS)");
+    eprintln!("confab listening on https://{addr} (certificate {})", cert.display());
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        h.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    let router = app::build(prepared.state, &prepared.limits);
+    axum_server::from_tcp_rustls(listener, tls)
+        .handle(handle)
+        .serve(router.into_make_service())
         .await
         .context("server error")?;
     Ok(())
