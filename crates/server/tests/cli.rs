@@ -2,60 +2,15 @@
 //! The `confab` binary as a user runs it: demo start (twice), bad data
 //! directories, newer schemas, world files, graceful shutdown.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn confab() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_confab"));
-    c.env_remove("CONFAB_DATABASE_URL")
-        .env_remove("CONFAB_ADMIN_TOKEN")
-        .env_remove("CONFAB_LISTEN");
-    c
-}
+use common::process::{confab, start as start_at, stop};
+use std::io::{BufRead, BufReader};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `confab serve` and waits until /readyz answers.
-fn start(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = confab()
-        .current_dir(dir)
-        .args(["serve", "--listen", &listen])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn confab");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if std::net::TcpStream::connect(&listen).is_ok() {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            panic!("confab exited early with {status}: {err}");
-        }
-        assert!(Instant::now() < deadline, "confab did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Starts `confab serve` and returns it with its base URL.
+fn start(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
+    let (child, listen) = start_at(dir, args);
     (child, format!("http://{listen}"))
-}
-
-fn stop(mut child: Child) -> (std::process::ExitStatus, String) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().expect("wait");
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    (status, out)
 }
 
 fn get(url: &str) -> (u16, String) {

@@ -318,3 +318,71 @@ pub fn worlds(ts: Vec<Tenant>) -> World {
         tenants: ts.into_iter().map(|t| t.0).collect(),
     }
 }
+
+/// The `confab` binary as a child process, for tests that need the real
+/// thing (TLS, signals, official SDKs).
+pub mod process {
+    use std::io::Read;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub fn confab() -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_confab"));
+        for var in [
+            "CONFAB_DATABASE_URL",
+            "CONFAB_ADMIN_TOKEN",
+            "CONFAB_LISTEN",
+            "CONFAB_BITRIX_RATE_LIMIT",
+        ] {
+            c.env_remove(var);
+        }
+        c
+    }
+
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    }
+
+    /// Starts `confab serve --listen <free port> ARGS` in `dir` and waits
+    /// until it accepts connections. Returns the child and `host:port`.
+    pub fn start(dir: &Path, args: &[&str]) -> (Child, String) {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut child = confab()
+            .current_dir(dir)
+            .args(["serve", "--listen", &listen])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn confab");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&listen).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("confab exited early with {status}: {err}");
+            }
+            assert!(Instant::now() < deadline, "confab did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (child, listen)
+    }
+
+    /// SIGTERM, wait, and the captured stdout.
+    pub fn stop(mut child: Child) -> (std::process::ExitStatus, String) {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let status = child.wait().expect("wait");
+        let mut out = String::new();
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        (status, out)
+    }
+}
