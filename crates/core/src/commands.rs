@@ -113,7 +113,8 @@ fn event(
     })
 }
 
-pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
+/// Loads what a leave needs and asks its policy; writes nothing.
+fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, policy::LeaveDecision), CoreError> {
     // Seed 001: the bot is resolved before the chat is looked at.
     let bot = match &cmd.leaver {
         Leaver::Bot { app, bot_id } => {
@@ -146,9 +147,19 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
             (line.user_id, decision)
         }
     };
+    Ok((chat, user_id, decision))
+}
+
+/// The rules of a leave, checked without applying it: how an asynchronous
+/// leave (Linq) is accepted; the worker checks again when it runs.
+pub fn check_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<Chat, CoreError> {
+    plan_leave(tx, cmd).map(|(chat, _, _)| chat)
+}
+
+pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
+    let (mut chat, user_id, decision) = plan_leave(tx, cmd)?;
     let now = tx.now();
     tx.close_membership(chat.tenant_id, chat.id, user_id, now)?;
-    let mut chat = chat;
     if !decision.keep_owner && chat.owner_id == Some(user_id) {
         tx.set_owner(chat.tenant_id, chat.id, None)?;
         chat.owner_id = None;
@@ -156,12 +167,7 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
     let user = find_user(tx, cmd.tenant, user_id)?;
     let event = event(tx, &chat, EventKind::Left, Some(user_id), Some(user_id), &cmd.trace_id)?;
     let owner_kept = decision.keep_owner && chat.owner_id == Some(user_id);
-    Ok(LeaveOutcome {
-        chat,
-        user,
-        owner_kept,
-        event,
-    })
+    Ok(LeaveOutcome { chat, user, owner_kept, event })
 }
 
 /// Which chat a removal targets.
@@ -195,7 +201,8 @@ pub struct RemoveOutcome {
     pub members: Vec<Membership>,
 }
 
-pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError> {
+/// Loads what a removal needs and asks its policy; writes nothing.
+fn plan_remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<(Chat, User), CoreError> {
     let chat_id = match &cmd.chat {
         ChatSelector::Id(id) => *id,
         ChatSelector::Crm { entity, chat } => {
@@ -234,6 +241,17 @@ pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError>
         }
         RemovePolicy::Admin => policy::admin_remove(&members, target.id, latest.as_ref())?,
     }
+    Ok((chat, target))
+}
+
+/// The rules of a removal, checked without applying it (Linq's queued
+/// removal is accepted this way and checked again when it runs).
+pub fn check_remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<Chat, CoreError> {
+    plan_remove(tx, cmd).map(|(chat, _)| chat)
+}
+
+pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError> {
+    let (chat, target) = plan_remove(tx, cmd)?;
     let now = tx.now();
     tx.close_membership(chat.tenant_id, chat.id, target.id, now)?;
     let event = event(tx, &chat, EventKind::Removed, cmd.actor, Some(target.id), &cmd.trace_id)?;
@@ -264,6 +282,33 @@ pub struct AddOutcome {
     pub added: bool,
     pub event: Option<Event>,
     pub members: Vec<Membership>,
+}
+
+/// The chat-level rules of an add, checked without applying it (and
+/// without creating a contact for a new handle).
+pub fn check_add(tx: &mut dyn Tx, cmd: &Add) -> Result<Chat, CoreError> {
+    let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
+    let members = tx.active_members(chat.tenant_id, chat.id)?;
+    let actor = match cmd.actor {
+        Some(id) => Some(find_user(tx, cmd.tenant, id)?),
+        None => None,
+    };
+    let line = pinned_line(tx, &chat)?;
+    let target = match resolve_member(tx, cmd.tenant, &cmd.member, false)? {
+        Some(u) => u,
+        // A handle never seen before: judge the chat with a stand-in contact.
+        None => User {
+            tenant_id: cmd.tenant,
+            id: UserId(0),
+            kind: UserKind::Person,
+            name: String::new(),
+            handle: None,
+            active: true,
+            app_id: None,
+        },
+    };
+    policy::add_member(&chat, &members, line.as_ref(), actor.as_ref(), &target)?;
+    Ok(chat)
 }
 
 pub fn add(tx: &mut dyn Tx, cmd: &Add) -> Result<AddOutcome, CoreError> {
@@ -538,4 +583,34 @@ pub fn unregister_bot(tx: &mut dyn Tx, tenant: TenantId, app: AppId, bot_id: Use
 
 fn chats_of(tx: &mut dyn Tx, tenant: TenantId, user: UserId) -> Result<Vec<ChatId>, CoreError> {
     tx.chat_ids_of_user(tenant, user)
+}
+
+/// Carries out an accepted asynchronous operation with the same commands
+/// the synchronous faces use (the pinned line acts), under its trace id.
+pub fn run_operation(tx: &mut dyn Tx, op: &Operation) -> Result<(), CoreError> {
+    let trace_id = Some(op.trace_id.clone());
+    match op.kind {
+        OperationKind::Leave => {
+            leave(tx, &Leave { tenant: op.tenant_id, chat: op.chat_id, leaver: Leaver::Line, trace_id })?;
+        }
+        OperationKind::Add => {
+            let handle = op.handle.clone().ok_or_else(|| CoreError::Invalid("operation without a handle".into()))?;
+            add(tx, &Add { tenant: op.tenant_id, chat: op.chat_id, actor: None, member: MemberRef::Handle(handle), trace_id })?;
+        }
+        OperationKind::Remove => {
+            let handle = op.handle.clone().ok_or_else(|| CoreError::Invalid("operation without a handle".into()))?;
+            remove(
+                tx,
+                &Remove {
+                    tenant: op.tenant_id,
+                    chat: ChatSelector::Id(op.chat_id),
+                    actor: None,
+                    member: MemberRef::Handle(handle),
+                    policy: RemovePolicy::IMessage,
+                    trace_id,
+                },
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -346,20 +346,132 @@ impl OperationStatus {
     }
 }
 
-/// An asynchronous command (Linq's queued leave): accepted in one
-/// transaction, carried out by a worker in another.
+/// An asynchronous command (Linq's queued leave, add, remove): accepted in
+/// one transaction, carried out by a worker in another; the outcome is kept
+/// under the trace id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Operation {
     pub tenant_id: TenantId,
     pub trace_id: String,
-    pub kind: String,
+    pub kind: OperationKind,
     pub chat_id: ChatId,
-    pub user_id: UserId,
+    /// The participant to add or remove (None for a leave).
+    pub handle: Option<String>,
     pub status: OperationStatus,
     /// Why it failed, in core words (see [`crate::CoreError`]'s Display).
     pub error: Option<String>,
     pub created_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// The pinned line leaves (`LeavePolicy::IMessage`).
+    Leave,
+    /// The pinned line adds a participant.
+    Add,
+    /// The pinned line removes a participant (`RemovePolicy::IMessage`).
+    Remove,
+}
+
+impl OperationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Leave => "leave",
+            OperationKind::Add => "add",
+            OperationKind::Remove => "remove",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "leave" => Some(OperationKind::Leave),
+            "add" => Some(OperationKind::Add),
+            "remove" => Some(OperationKind::Remove),
+            _ => None,
+        }
+    }
+}
+
+/// A webhook subscription of some face. Matching is face-neutral: the face
+/// translates its event names into core kinds when it creates one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub tenant_id: TenantId,
+    /// "linq", "chert" or "bitrix": who renders and signs its deliveries.
+    pub face: String,
+    pub target_url: String,
+    /// The face's own event names, as the client gave them.
+    pub events: Vec<String>,
+    /// Core kinds wanted; empty = all.
+    pub kinds: Vec<EventKind>,
+    /// Only chats pinned to one of these numbers; empty = all.
+    pub lines: Vec<String>,
+    /// Only events whose subject is this user (Bitrix bot handlers).
+    pub subject_id: Option<UserId>,
+    /// Signing secret (kept in clear: confab signs with it).
+    #[serde(skip_serializing)]
+    pub secret: String,
+    /// Face-specific settings (webhook version, handler type, ...).
+    pub extra: String,
+    pub active: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryStatus::Pending),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "dead" => Some(DeliveryStatus::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// One outbox row: an event to deliver to one subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub tenant_id: TenantId,
+    pub subscription_id: String,
+    pub event_id: EventId,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    /// Unix milliseconds.
+    pub next_attempt_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// What one delivery attempt did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub delivery_id: i64,
+    pub attempt: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -141,6 +141,30 @@ pub trait AdminTx {
     /// The newest chat bound to the entity.
     fn chat_by_binding(&mut self, tenant: TenantId, entity_type: &str, entity_id: &str) -> TxResult<Option<ChatId>>;
     fn setting(&mut self, key: &str) -> TxResult<Option<String>>;
+
+    // ---- webhooks: subscriptions, the outbox, attempts ----
+    fn insert_subscription(&mut self, sub: &Subscription) -> TxResult<()>;
+    fn update_subscription(&mut self, sub: &Subscription) -> TxResult<()>;
+    fn delete_subscription(&mut self, tenant: TenantId, id: &str) -> TxResult<bool>;
+    fn subscription(&mut self, id: &str) -> TxResult<Option<Subscription>>;
+    fn subscriptions(&mut self, tenant: TenantId, face: &str) -> TxResult<Vec<Subscription>>;
+    fn event(&mut self, id: EventId) -> TxResult<Option<Event>>;
+    /// Claims up to `limit` pending deliveries due at `now_ms`, leasing them
+    /// until `now_ms + lease_ms` (a crashed worker's lease simply expires).
+    fn claim_deliveries(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Delivery>>;
+    /// Records an attempt and the row's new state.
+    fn record_attempt(&mut self, attempt: &Attempt, status: DeliveryStatus, next_attempt_at: i64) -> TxResult<()>;
+    fn deliveries(&mut self, tenant: Option<TenantId>, status: Option<DeliveryStatus>, limit: usize) -> TxResult<Vec<Delivery>>;
+    fn delivery(&mut self, id: i64) -> TxResult<Option<Delivery>>;
+    fn attempts(&mut self, delivery: i64) -> TxResult<Vec<Attempt>>;
+    /// Puts a delivery back in the queue, due now.
+    fn replay_delivery(&mut self, id: i64, now_ms: i64) -> TxResult<bool>;
+
+    // ---- asynchronous operations ----
+    fn insert_operation(&mut self, op: &Operation) -> TxResult<()>;
+    fn operation(&mut self, tenant: TenantId, trace_id: &str) -> TxResult<Option<Operation>>;
+    fn claim_operations(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Operation>>;
+    fn finish_operation(&mut self, trace_id: &str, status: OperationStatus, error: Option<&str>, at: Timestamp) -> TxResult<()>;
     fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()>;
 }
 

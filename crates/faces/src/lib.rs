@@ -6,6 +6,7 @@ pub mod admin;
 pub mod bitrix;
 pub mod chert;
 pub mod common;
+pub mod imessage;
 pub mod limits;
 pub mod vibecode;
 

@@ -7,6 +7,7 @@ pub mod error;
 pub mod openapi;
 
 use crate::common::{bounded, hash_secret, is_e164, iso8601, random_token};
+use crate::imessage;
 use crate::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use confab_core::commands::{
-    self, Add, Author, ChatSelector, CreateChat, Creator, Leave, Leaver, MemberRef, Remove, SendMessage,
+    self, Add, Author, ChatSelector, Leave, Leaver, MemberRef, Remove, SendMessage,
 };
 use confab_core::policy::RemovePolicy;
 use confab_core::tx::StoreTx;
@@ -220,30 +221,6 @@ struct CreateIn {
     message: Option<MessageIn>,
 }
 
-/// Runs `work` once per idempotency key: a retry with the same key and the
-/// same body gets the first answer; another body under the key is refused.
-fn idempotent(
-    tx: &mut dyn StoreTx,
-    tenant: TenantId,
-    scope: &str,
-    key: Option<&str>,
-    body_hash: &str,
-    work: impl FnOnce(&mut dyn StoreTx) -> Result<Value, CoreError>,
-) -> Result<Value, CoreError> {
-    let Some(key) = key else { return work(tx) };
-    if let Some((hash, stored)) = tx.idempotent_response(tenant, scope, key)? {
-        if hash != body_hash {
-            return Err(CoreError::Invalid(
-                "idempotency_key was already used with a different body".into(),
-            ));
-        }
-        return serde_json::from_str(&stored).map_err(|e| CoreError::Internal(e.to_string()));
-    }
-    let v = work(tx)?;
-    tx.save_idempotent_response(tenant, scope, key, body_hash, &v.to_string())?;
-    Ok(v)
-}
-
 /// `POST /api/v1/chats` — DM with one recipient, group with 2–31.
 async fn create_chat(
     State(st): State<AppState>,
@@ -290,34 +267,8 @@ async fn create_chat(
         let trace_id = trace.0.clone();
         let key = m.idempotency_key;
         let v = write(&st, Route::Create, move |tx| {
-            idempotent(tx, tenant.id, "chats.create", key.as_deref(), &body_hash, |tx| {
-                let chat = match existing_dm(tx, tenant.id, &from, &to)? {
-                    Some(chat) if !group => chat,
-                    _ => {
-                        let cmd = CreateChat {
-                            tenant: tenant.id,
-                            id: None,
-                            uuid: None,
-                            kind: if group { ChatKind::Group } else { ChatKind::Dm },
-                            network: Network::Imessage,
-                            title: m.subject.unwrap_or_default(),
-                            creator: Some(Creator::Line(from.clone())),
-                            members: to.iter().map(|h| MemberRef::Handle(h.clone())).collect(),
-                            chat_key: Some(random_token(24)),
-                            crm: None,
-                            trace_id: Some(trace_id.clone()),
-                        };
-                        commands::create_chat(tx.as_tx(), &cmd)?.0
-                    }
-                };
-                let send = SendMessage {
-                    tenant: tenant.id,
-                    chat: chat.id,
-                    author: Author::Line,
-                    text,
-                    trace_id: Some(trace_id),
-                };
-                let (chat, msg) = commands::send_message(tx.as_tx(), &send)?;
+            imessage::idempotent(tx, tenant.id, "chats.create", key.as_deref(), &body_hash, |tx| {
+                let (chat, msg) = imessage::open_chat(tx, tenant.id, &from, &to, m.subject.unwrap_or_default(), text, &trace_id)?;
                 Ok(json!({"chat": chat_json(tx, &chat)?, "message": message_json(&chat, &msg)}))
             })
         })
@@ -326,24 +277,6 @@ async fn create_chat(
     }
     .await;
     finish(&trace, r)
-}
-
-/// The line's existing DM with the one recipient, reused like Chert's
-/// "follow-ups reuse that line".
-fn existing_dm(tx: &mut dyn StoreTx, tenant: TenantId, from: &str, to: &[String]) -> Result<Option<Chat>, CoreError> {
-    let [recipient] = to else { return Ok(None) };
-    let (Some(line), Some(user)) = (tx.line_by_number(tenant, from)?, tx.user_by_handle(tenant, recipient)?) else {
-        return Ok(None);
-    };
-    for chat in tx.chats_of_user(tenant, line.user_id)? {
-        if chat.kind == ChatKind::Dm && chat.network == Network::Imessage {
-            let members = tx.active_members(tenant, chat.id)?;
-            if members.iter().any(|m| m.user_id == user.id) {
-                return Ok(Some(chat));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// `POST /api/v1/chats/{id}/messages` — body wrapped in `message`.
@@ -378,7 +311,7 @@ async fn send_message(
         let v = write(&st, Route::Send, move |tx| {
             let chat = find_chat(tx, tenant.id, uuid)?;
             let scope = format!("messages:{}", chat.id);
-            idempotent(tx, tenant.id, &scope, m.idempotency_key.as_deref(), &body_hash, |tx| {
+            imessage::idempotent(tx, tenant.id, &scope, m.idempotency_key.as_deref(), &body_hash, |tx| {
                 let cmd = SendMessage {
                     tenant: tenant.id,
                     chat: chat.id,

@@ -23,9 +23,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_idempotency.sql")),
     (3, include_str!("../../migrations/sqlite/0003_bitrix.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_outbox.sql")),
 ];
 
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

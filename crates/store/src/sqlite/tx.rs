@@ -168,6 +168,98 @@ fn cred_row(r: &Row<'_>) -> rusqlite::Result<Credential> {
     })
 }
 
+const SUB_COLS: &str = "id, tenant_id, face, target_url, events, kinds, lines, subject_id, secret, extra, active, created_at, updated_at";
+fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
+    let events: String = r.get(4)?;
+    let kinds: String = r.get(5)?;
+    let lines: String = r.get(6)?;
+    Ok(Subscription {
+        id: r.get(0)?,
+        tenant_id: TenantId(r.get(1)?),
+        face: r.get(2)?,
+        target_url: r.get(3)?,
+        events: serde_json::from_str(&events).unwrap_or_default(),
+        kinds: kinds.split_whitespace().filter_map(EventKind::parse).collect(),
+        lines: lines.split_whitespace().map(str::to_owned).collect(),
+        subject_id: r.get::<_, Option<i64>>(7)?.map(UserId),
+        secret: r.get(8)?,
+        extra: r.get(9)?,
+        active: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+    })
+}
+
+const DELIVERY_COLS: &str = "id, tenant_id, subscription_id, event_id, status, attempts, next_attempt_at, last_status, last_error, created_at";
+fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let status: String = r.get(4)?;
+    Ok(Delivery {
+        id: r.get(0)?,
+        tenant_id: TenantId(r.get(1)?),
+        subscription_id: r.get(2)?,
+        event_id: EventId(r.get(3)?),
+        status: DeliveryStatus::parse(&status).ok_or_else(|| bad("delivery status", &status))?,
+        attempts: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        last_status: r.get(7)?,
+        last_error: r.get(8)?,
+        created_at: r.get(9)?,
+    })
+}
+
+const OP_COLS: &str = "trace_id, tenant_id, kind, chat_id, handle, status, error, created_at, finished_at";
+fn op_row(r: &Row<'_>) -> rusqlite::Result<Operation> {
+    let kind: String = r.get(2)?;
+    let status: String = r.get(5)?;
+    Ok(Operation {
+        trace_id: r.get(0)?,
+        tenant_id: TenantId(r.get(1)?),
+        kind: OperationKind::parse(&kind).ok_or_else(|| bad("operation kind", &kind))?,
+        chat_id: ChatId(r.get(3)?),
+        handle: r.get(4)?,
+        status: OperationStatus::parse(&status).ok_or_else(|| bad("operation status", &status))?,
+        error: r.get(6)?,
+        created_at: r.get(7)?,
+        finished_at: r.get(8)?,
+    })
+}
+
+impl SqliteTx<'_> {
+    /// One outbox row per active subscription that wants this event, in the
+    /// event's own transaction: nothing happens unannounced, nothing is
+    /// announced that did not happen.
+    fn enqueue_deliveries(&mut self, event: &Event) -> TxResult<()> {
+        let e = &event.event;
+        let subs = self.many(
+            &format!("SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = ?1 AND active = 1"),
+            params![e.tenant_id.0],
+            sub_row,
+        )?;
+        if subs.is_empty() {
+            return Ok(());
+        }
+        let line_number: Option<String> = self
+            .one(
+                "SELECT l.phone_number FROM chats c JOIN lines l ON l.tenant_id = c.tenant_id AND l.id = c.line_id WHERE c.tenant_id = ?1 AND c.id = ?2",
+                params![e.tenant_id.0, e.chat_id.0],
+                |r| r.get(0),
+            )?;
+        let now_ms = self.now * 1000;
+        for sub in subs {
+            let kind_ok = sub.kinds.is_empty() || sub.kinds.contains(&e.kind);
+            let line_ok = sub.lines.is_empty() || line_number.as_ref().is_some_and(|n| sub.lines.contains(n));
+            let subject_ok = sub.subject_id.is_none() || sub.subject_id == e.subject_id;
+            if kind_ok && line_ok && subject_ok {
+                self.exec(
+                    "INSERT INTO outbox (tenant_id, subscription_id, event_id, next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![e.tenant_id.0, sub.id, event.id.0, now_ms, self.now],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Tx for SqliteTx<'_> {
     fn now(&self) -> Timestamp {
         self.now
@@ -428,11 +520,9 @@ impl Tx for SqliteTx<'_> {
                 e.at
             ],
         )?;
-        Ok(Event {
-            id: EventId(self.t.last_insert_rowid()),
-            uuid,
-            event: e,
-        })
+        let event = Event { id: EventId(self.t.last_insert_rowid()), uuid, event: e };
+        self.enqueue_deliveries(&event)?;
+        Ok(event)
     }
 }
 
@@ -738,6 +828,170 @@ impl AdminTx for SqliteTx<'_> {
             params![tenant.0, entity_type, entity_id],
             |r| Ok(ChatId(r.get(0)?)),
         )
+    }
+
+    fn insert_subscription(&mut self, sub: &Subscription) -> TxResult<()> {
+        let events = serde_json::to_string(&sub.events).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let kinds: Vec<&str> = sub.kinds.iter().map(|k| k.as_str()).collect();
+        self.exec(
+            &format!("INSERT INTO subscriptions ({SUB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+            params![
+                sub.id,
+                sub.tenant_id.0,
+                sub.face,
+                sub.target_url,
+                events,
+                kinds.join(" "),
+                sub.lines.join(" "),
+                sub.subject_id.map(|u| u.0),
+                sub.secret,
+                sub.extra,
+                sub.active,
+                sub.created_at,
+                sub.updated_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn update_subscription(&mut self, sub: &Subscription) -> TxResult<()> {
+        let events = serde_json::to_string(&sub.events).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let kinds: Vec<&str> = sub.kinds.iter().map(|k| k.as_str()).collect();
+        self.exec(
+            "UPDATE subscriptions SET target_url = ?2, events = ?3, kinds = ?4, lines = ?5, extra = ?6, active = ?7, updated_at = ?8 WHERE id = ?1",
+            params![sub.id, sub.target_url, events, kinds.join(" "), sub.lines.join(" "), sub.extra, sub.active, self.now],
+        )?;
+        Ok(())
+    }
+
+    fn delete_subscription(&mut self, tenant: TenantId, id: &str) -> TxResult<bool> {
+        Ok(self.exec("DELETE FROM subscriptions WHERE tenant_id = ?1 AND id = ?2", params![tenant.0, id])? > 0)
+    }
+
+    fn subscription(&mut self, id: &str) -> TxResult<Option<Subscription>> {
+        self.one(&format!("SELECT {SUB_COLS} FROM subscriptions WHERE id = ?1"), params![id], sub_row)
+    }
+
+    fn subscriptions(&mut self, tenant: TenantId, face: &str) -> TxResult<Vec<Subscription>> {
+        self.many(
+            &format!("SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = ?1 AND face = ?2 ORDER BY created_at, id"),
+            params![tenant.0, face],
+            sub_row,
+        )
+    }
+
+    fn event(&mut self, id: EventId) -> TxResult<Option<Event>> {
+        self.one(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"), params![id.0], event_row)
+    }
+
+    fn claim_deliveries(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Delivery>> {
+        let rows = self.many(
+            &format!(
+                "SELECT {DELIVERY_COLS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1 \
+                 AND (claimed_until IS NULL OR claimed_until <= ?1) ORDER BY next_attempt_at, id LIMIT ?2"
+            ),
+            params![now_ms, limit as i64],
+            delivery_row,
+        )?;
+        for d in &rows {
+            self.exec("UPDATE outbox SET claimed_until = ?2 WHERE id = ?1", params![d.id, now_ms + lease_ms])?;
+        }
+        Ok(rows)
+    }
+
+    fn record_attempt(&mut self, a: &Attempt, status: DeliveryStatus, next_attempt_at: i64) -> TxResult<()> {
+        self.exec(
+            "INSERT INTO delivery_attempts (outbox_id, attempt, at, status_code, latency_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![a.delivery_id, a.attempt, a.at, a.status_code, a.latency_ms, a.error],
+        )?;
+        self.exec(
+            "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_at = ?4, claimed_until = NULL, last_status = ?5, last_error = ?6, updated_at = ?7 WHERE id = ?1",
+            params![a.delivery_id, status.as_str(), a.attempt, next_attempt_at, a.status_code, a.error, self.now],
+        )?;
+        Ok(())
+    }
+
+    fn deliveries(&mut self, tenant: Option<TenantId>, status: Option<DeliveryStatus>, limit: usize) -> TxResult<Vec<Delivery>> {
+        self.many(
+            &format!(
+                "SELECT {DELIVERY_COLS} FROM outbox WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3"
+            ),
+            params![tenant.map(|t| t.0), status.map(|s| s.as_str()), limit as i64],
+            delivery_row,
+        )
+    }
+
+    fn delivery(&mut self, id: i64) -> TxResult<Option<Delivery>> {
+        self.one(&format!("SELECT {DELIVERY_COLS} FROM outbox WHERE id = ?1"), params![id], delivery_row)
+    }
+
+    fn attempts(&mut self, delivery: i64) -> TxResult<Vec<Attempt>> {
+        self.many(
+            "SELECT outbox_id, attempt, at, status_code, latency_ms, error FROM delivery_attempts WHERE outbox_id = ?1 ORDER BY id",
+            params![delivery],
+            |r| {
+                Ok(Attempt {
+                    delivery_id: r.get(0)?,
+                    attempt: r.get(1)?,
+                    at: r.get(2)?,
+                    status_code: r.get(3)?,
+                    latency_ms: r.get(4)?,
+                    error: r.get(5)?,
+                })
+            },
+        )
+    }
+
+    fn replay_delivery(&mut self, id: i64, now_ms: i64) -> TxResult<bool> {
+        let n = self.exec(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = ?2, claimed_until = NULL, updated_at = ?3 WHERE id = ?1",
+            params![id, now_ms, self.now],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn insert_operation(&mut self, op: &Operation) -> TxResult<()> {
+        self.exec(
+            &format!("INSERT INTO operations ({OP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            params![
+                op.trace_id,
+                op.tenant_id.0,
+                op.kind.as_str(),
+                op.chat_id.0,
+                op.handle,
+                op.status.as_str(),
+                op.error,
+                op.created_at,
+                op.finished_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn operation(&mut self, tenant: TenantId, trace_id: &str) -> TxResult<Option<Operation>> {
+        self.one(&format!("SELECT {OP_COLS} FROM operations WHERE tenant_id = ?1 AND trace_id = ?2"), params![tenant.0, trace_id], op_row)
+    }
+
+    fn claim_operations(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Operation>> {
+        let rows = self.many(
+            &format!(
+                "SELECT {OP_COLS} FROM operations WHERE status = 'queued' AND (claimed_until IS NULL OR claimed_until <= ?1) ORDER BY created_at, rowid LIMIT ?2"
+            ),
+            params![now_ms, limit as i64],
+            op_row,
+        )?;
+        for op in &rows {
+            self.exec("UPDATE operations SET claimed_until = ?2 WHERE trace_id = ?1", params![op.trace_id, now_ms + lease_ms])?;
+        }
+        Ok(rows)
+    }
+
+    fn finish_operation(&mut self, trace_id: &str, status: OperationStatus, error: Option<&str>, at: Timestamp) -> TxResult<()> {
+        self.exec(
+            "UPDATE operations SET status = ?2, error = ?3, finished_at = ?4, claimed_until = NULL WHERE trace_id = ?1",
+            params![trace_id, status.as_str(), error, at],
+        )?;
+        Ok(())
     }
 
     fn setting(&mut self, key: &str) -> TxResult<Option<String>> {
