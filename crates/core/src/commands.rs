@@ -167,7 +167,12 @@ pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
     let user = find_user(tx, cmd.tenant, user_id)?;
     let event = event(tx, &chat, EventKind::Left, Some(user_id), Some(user_id), &cmd.trace_id)?;
     let owner_kept = decision.keep_owner && chat.owner_id == Some(user_id);
-    Ok(LeaveOutcome { chat, user, owner_kept, event })
+    Ok(LeaveOutcome {
+        chat,
+        user,
+        owner_kept,
+        event,
+    })
 }
 
 /// Which chat a removal targets.
@@ -591,14 +596,37 @@ pub fn run_operation(tx: &mut dyn Tx, op: &Operation) -> Result<(), CoreError> {
     let trace_id = Some(op.trace_id.clone());
     match op.kind {
         OperationKind::Leave => {
-            leave(tx, &Leave { tenant: op.tenant_id, chat: op.chat_id, leaver: Leaver::Line, trace_id })?;
+            leave(
+                tx,
+                &Leave {
+                    tenant: op.tenant_id,
+                    chat: op.chat_id,
+                    leaver: Leaver::Line,
+                    trace_id,
+                },
+            )?;
         }
         OperationKind::Add => {
-            let handle = op.handle.clone().ok_or_else(|| CoreError::Invalid("operation without a handle".into()))?;
-            add(tx, &Add { tenant: op.tenant_id, chat: op.chat_id, actor: None, member: MemberRef::Handle(handle), trace_id })?;
+            let handle = op
+                .handle
+                .clone()
+                .ok_or_else(|| CoreError::Invalid("operation without a handle".into()))?;
+            add(
+                tx,
+                &Add {
+                    tenant: op.tenant_id,
+                    chat: op.chat_id,
+                    actor: None,
+                    member: MemberRef::Handle(handle),
+                    trace_id,
+                },
+            )?;
         }
         OperationKind::Remove => {
-            let handle = op.handle.clone().ok_or_else(|| CoreError::Invalid("operation without a handle".into()))?;
+            let handle = op
+                .handle
+                .clone()
+                .ok_or_else(|| CoreError::Invalid("operation without a handle".into()))?;
             remove(
                 tx,
                 &Remove {
@@ -613,4 +641,25 @@ pub fn run_operation(tx: &mut dyn Tx, op: &Operation) -> Result<(), CoreError> {
         }
     }
     Ok(())
+}
+
+/// Checks the pinned line is still in the chat (typing, mark read).
+pub fn line_presence(tx: &mut dyn Tx, tenant: TenantId, chat: ChatId) -> Result<Chat, CoreError> {
+    let chat = find_chat(tx, tenant, chat)?;
+    let members = tx.active_members(chat.tenant_id, chat.id)?;
+    let line = pinned_line(tx, &chat)?;
+    policy::line_present(&chat, &members, line.as_ref())?;
+    Ok(chat)
+}
+
+/// Renames a group from its pinned line (Linq `PUT /v3/chats/{id}`).
+pub fn rename_chat(tx: &mut dyn Tx, tenant: TenantId, chat: ChatId, title: &str) -> Result<Chat, CoreError> {
+    let mut chat = line_presence(tx, tenant, chat)?;
+    policy::can_rename(&chat)?;
+    if title.chars().count() > 255 {
+        return Err(CoreError::Invalid("display_name is longer than 255 characters".into()));
+    }
+    tx.set_title(tenant, chat.id, title)?;
+    chat.title = title.to_string();
+    Ok(chat)
 }

@@ -346,6 +346,28 @@ pub fn line_can_deliver(line: &Line) -> Result<(), CoreError> {
     }
 }
 
+/// Linq: every interaction with a chat (send, typing, read, update,
+/// participants, leave) needs the pinned line still in it (seed 004: "all
+/// interaction endpoints ... will return 409" after leaving).
+pub fn line_present(chat: &Chat, members: &[Membership], line: Option<&Line>) -> Result<(), CoreError> {
+    let line = line.ok_or(CoreError::NotSupported)?;
+    if chat.network != Network::Imessage {
+        return Err(CoreError::NotSupported);
+    }
+    if active(members, line.user_id).is_none() {
+        return Err(CoreError::LeftChat);
+    }
+    Ok(())
+}
+
+/// Renaming: groups only (Linq 1006 "Cannot update direct message chats").
+pub fn can_rename(chat: &Chat) -> Result<(), CoreError> {
+    if chat.kind == ChatKind::Dm {
+        return Err(CoreError::DirectChat);
+    }
+    Ok(())
+}
+
 /// Bitrix: "max 5 bots per app".
 pub const MAX_BOTS_PER_APP: usize = 5;
 

@@ -614,3 +614,25 @@ fn send_and_create_rules() {
     assert!(create_chat(ChatKind::Dm, Network::Imessage, 2).is_err());
     assert_eq!(create_chat(ChatKind::Dm, Network::Internal, 1), Ok(()));
 }
+
+#[test]
+fn line_presence_and_rename_rules() {
+    let group = chat(ChatKind::Group, Network::Imessage);
+    let dm = chat(ChatKind::Dm, Network::Imessage);
+    let internal = chat(ChatKind::Group, Network::Internal);
+    let with_line = members(&[LINE_USER, ALICE, BOB]);
+    let without = members(&[ALICE, BOB]);
+    assert_eq!(line_present(&group, &with_line, Some(&line(true))), Ok(()));
+    assert_eq!(
+        line_present(&group, &without, Some(&line(true))),
+        Err(CoreError::LeftChat),
+        "after leaving: 409"
+    );
+    assert_eq!(
+        line_present(&internal, &with_line, Some(&line(true))),
+        Err(CoreError::NotSupported)
+    );
+    assert_eq!(line_present(&group, &with_line, None), Err(CoreError::NotSupported));
+    assert_eq!(can_rename(&group), Ok(()));
+    assert_eq!(can_rename(&dm), Err(CoreError::DirectChat));
+}

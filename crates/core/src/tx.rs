@@ -75,6 +75,7 @@ pub trait Tx {
     ) -> TxResult<()>;
     fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()>;
     fn set_role(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role) -> TxResult<()>;
+    fn set_title(&mut self, tenant: TenantId, chat: ChatId, title: &str) -> TxResult<()>;
     fn set_owner(&mut self, tenant: TenantId, chat: ChatId, owner: Option<UserId>) -> TxResult<()>;
     fn link_crm(&mut self, tenant: TenantId, entity: CrmEntity, chat: ChatId) -> TxResult<()>;
     fn insert_message(
@@ -111,6 +112,14 @@ pub trait AdminTx {
     fn chats_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<Chat>>;
     /// Every membership row of the chat, history included, oldest first.
     fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>>;
+    /// Messages of a chat with id below `before` (None = newest), newest first.
+    fn messages(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> TxResult<Vec<Message>>;
     fn crm_links(&mut self, tenant: TenantId) -> TxResult<Vec<(CrmEntity, ChatId)>>;
     fn events(&mut self, tenant: TenantId, chat: Option<ChatId>) -> TxResult<Vec<Event>>;
     fn insert_credential(&mut self, cred: NewCredential) -> TxResult<Credential>;
@@ -154,7 +163,12 @@ pub trait AdminTx {
     fn claim_deliveries(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Delivery>>;
     /// Records an attempt and the row's new state.
     fn record_attempt(&mut self, attempt: &Attempt, status: DeliveryStatus, next_attempt_at: i64) -> TxResult<()>;
-    fn deliveries(&mut self, tenant: Option<TenantId>, status: Option<DeliveryStatus>, limit: usize) -> TxResult<Vec<Delivery>>;
+    fn deliveries(
+        &mut self,
+        tenant: Option<TenantId>,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> TxResult<Vec<Delivery>>;
     fn delivery(&mut self, id: i64) -> TxResult<Option<Delivery>>;
     fn attempts(&mut self, delivery: i64) -> TxResult<Vec<Attempt>>;
     /// Puts a delivery back in the queue, due now.
@@ -164,7 +178,13 @@ pub trait AdminTx {
     fn insert_operation(&mut self, op: &Operation) -> TxResult<()>;
     fn operation(&mut self, tenant: TenantId, trace_id: &str) -> TxResult<Option<Operation>>;
     fn claim_operations(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Operation>>;
-    fn finish_operation(&mut self, trace_id: &str, status: OperationStatus, error: Option<&str>, at: Timestamp) -> TxResult<()>;
+    fn finish_operation(
+        &mut self,
+        trace_id: &str,
+        status: OperationStatus,
+        error: Option<&str>,
+        at: Timestamp,
+    ) -> TxResult<()>;
     fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()>;
 }
 

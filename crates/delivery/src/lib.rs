@@ -34,7 +34,14 @@ pub struct Rendered {
 /// How one face renders and signs its webhooks.
 pub trait WebhookFormat: Send + Sync {
     /// Renders `event` for `sub`; `None` = this face does not announce it.
-    fn render(&self, tx: &mut dyn StoreTx, sub: &Subscription, event: &Event, attempt: i64, now_ms: i64) -> Result<Option<Rendered>, CoreError>;
+    fn render(
+        &self,
+        tx: &mut dyn StoreTx,
+        sub: &Subscription,
+        event: &Event,
+        attempt: i64,
+        now_ms: i64,
+    ) -> Result<Option<Rendered>, CoreError>;
 }
 
 /// The formats by face name ("linq", "chert", "bitrix").
@@ -72,13 +79,19 @@ impl Default for DeliveryConfig {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Wait before attempt `attempts + 1`: base · 2^(attempts-1), capped, ±20 %.
 pub fn backoff(cfg: &DeliveryConfig, attempts: i64) -> Duration {
     let exp = (attempts.max(1) - 1).min(30) as u32;
-    let raw = cfg.base_delay.saturating_mul(2u32.saturating_pow(exp)).min(cfg.max_delay);
+    let raw = cfg
+        .base_delay
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(cfg.max_delay);
     let jitter: f64 = 0.8 + rand::random::<f64>() * 0.4;
     raw.mul_f64(jitter)
 }
@@ -102,6 +115,12 @@ pub fn verdict(status: Option<u16>) -> Verdict {
     }
 }
 
+enum Prepared {
+    Gone,
+    Skip,
+    Ready(Box<(Subscription, Rendered)>),
+}
+
 pub struct Worker {
     pub store: Arc<dyn Store>,
     pub formats: Arc<Formats>,
@@ -116,7 +135,12 @@ impl Worker {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Worker { store, formats: Arc::new(formats), config, client }
+        Worker {
+            store,
+            formats: Arc::new(formats),
+            config,
+            client,
+        }
     }
 
     /// Runs both loops until the task is dropped/aborted.
@@ -136,7 +160,11 @@ impl Worker {
     /// Executes due queued operations; returns how many were handled.
     pub async fn run_operations_once(&self) -> usize {
         let lease = self.config.lease.as_millis() as i64;
-        let ops = match self.store.write(move |tx| tx.claim_operations(now_ms(), lease, 16)).await {
+        let ops = match self
+            .store
+            .write(move |tx| tx.claim_operations(now_ms(), lease, 16))
+            .await
+        {
             Ok(ops) => ops,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim operations");
@@ -157,7 +185,9 @@ impl Worker {
             match result {
                 Ok(()) => tracing::info!(trace_id = %op.trace_id, kind = op.kind.as_str(), "operation done"),
                 // The store is away: the lease runs out and it is tried again.
-                Err(CoreError::Unavailable(e)) => tracing::warn!(trace_id = %op.trace_id, error = %e, "operation postponed"),
+                Err(CoreError::Unavailable(e)) => {
+                    tracing::warn!(trace_id = %op.trace_id, error = %e, "operation postponed")
+                }
                 Err(rule) => {
                     let reason = rule.to_string();
                     let trace = op.trace_id.clone();
@@ -178,7 +208,11 @@ impl Worker {
     /// Sends due deliveries; returns how many were attempted.
     pub async fn deliver_once(&self) -> usize {
         let lease = self.config.lease.as_millis() as i64;
-        let due = match self.store.write(move |tx| tx.claim_deliveries(now_ms(), lease, 32)).await {
+        let due = match self
+            .store
+            .write(move |tx| tx.claim_deliveries(now_ms(), lease, 32))
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim deliveries");
@@ -200,15 +234,45 @@ impl Worker {
         let prepared = self
             .store
             .read(move |tx| {
-                let Some(sub) = tx.subscription(&sub_id)? else { return Ok(None) };
-                let Some(event) = tx.event(event_id)? else { return Ok(None) };
-                let Some(format) = formats.get(sub.face.as_str()).cloned() else { return Ok(None) };
-                Ok(format.render(tx, &sub, &event, attempt, now)?.map(|r| (sub, r)))
+                let Some(sub) = tx.subscription(&sub_id)? else {
+                    return Ok(Prepared::Gone);
+                };
+                let Some(event) = tx.event(event_id)? else {
+                    return Ok(Prepared::Gone);
+                };
+                let Some(format) = formats.get(sub.face.as_str()).cloned() else {
+                    return Ok(Prepared::Gone);
+                };
+                Ok(match format.render(tx, &sub, &event, attempt, now)? {
+                    Some(r) => Prepared::Ready(Box::new((sub, r))),
+                    None => Prepared::Skip,
+                })
             })
             .await;
         let started = Instant::now();
         let (status, error) = match prepared {
-            Ok(Some((sub, rendered))) => {
+            // The face does not announce this event to this subscription
+            // (e.g. message.received to a message.sent-only subscriber).
+            Ok(Prepared::Skip) => {
+                let record = Attempt {
+                    delivery_id: d.id,
+                    attempt,
+                    at: now,
+                    status_code: None,
+                    latency_ms: 0,
+                    error: Some("skipped: not announced to this subscription".into()),
+                };
+                if let Err(e) = self
+                    .store
+                    .write(move |tx| tx.record_attempt(&record, DeliveryStatus::Delivered, now))
+                    .await
+                {
+                    tracing::warn!(error = %e, delivery = d.id, "cannot record a skipped delivery");
+                }
+                return;
+            }
+            Ok(Prepared::Ready(ready)) => {
+                let (sub, rendered) = *ready;
                 let mut req = self
                     .client
                     .post(&sub.target_url)
@@ -223,7 +287,7 @@ impl Worker {
                 }
             }
             // Subscription deleted or event gone: nothing left to send.
-            Ok(None) => (Some(410), Some("subscription or event no longer exists".to_string())),
+            Ok(Prepared::Gone) => (Some(410), Some("subscription or event no longer exists".to_string())),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot render a delivery; will retry");
                 (None, Some(e.to_string()))
@@ -233,9 +297,10 @@ impl Worker {
         let v = verdict(status);
         let (state, next) = match v {
             Verdict::Delivered => (DeliveryStatus::Delivered, now),
-            Verdict::Retry if attempt < self.config.max_attempts => {
-                (DeliveryStatus::Pending, now_ms() + backoff(&self.config, attempt).as_millis() as i64)
-            }
+            Verdict::Retry if attempt < self.config.max_attempts => (
+                DeliveryStatus::Pending,
+                now_ms() + backoff(&self.config, attempt).as_millis() as i64,
+            ),
             Verdict::Retry | Verdict::Dead => (DeliveryStatus::Dead, now),
         };
         let record = Attempt {
@@ -247,7 +312,11 @@ impl Worker {
             error: error.or_else(|| status.filter(|s| !(200..300).contains(s)).map(|s| format!("HTTP {s}"))),
         };
         tracing::info!(delivery = d.id, attempt, status = ?status, outcome = state.as_str(), "webhook attempt");
-        if let Err(e) = self.store.write(move |tx| tx.record_attempt(&record, state, next)).await {
+        if let Err(e) = self
+            .store
+            .write(move |tx| tx.record_attempt(&record, state, next))
+            .await
+        {
             tracing::warn!(error = %e, delivery = d.id, "cannot record a delivery attempt");
         }
     }
@@ -272,7 +341,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let cfg = DeliveryConfig { base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(10), ..Default::default() };
+        let cfg = DeliveryConfig {
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+            ..Default::default()
+        };
         let b1 = backoff(&cfg, 1).as_secs_f64();
         let b3 = backoff(&cfg, 3).as_secs_f64();
         let b9 = backoff(&cfg, 9).as_secs_f64();
@@ -281,7 +354,14 @@ mod tests {
         assert!(b9 <= 12.0, "capped: {b9}");
         // Linq's policy: ten attempts over roughly 25 minutes.
         let d = DeliveryConfig::default();
-        let total: f64 = (1..10).map(|a| d.base_delay.saturating_mul(2u32.pow(a - 1)).min(d.max_delay).as_secs_f64()).sum();
+        let total: f64 = (1..10)
+            .map(|a| {
+                d.base_delay
+                    .saturating_mul(2u32.pow(a - 1))
+                    .min(d.max_delay)
+                    .as_secs_f64()
+            })
+            .sum();
         assert!((600.0..=1800.0).contains(&total), "{total}");
     }
 }

@@ -34,7 +34,12 @@ pub fn idempotent(
 
 /// The line's existing DM with the one recipient, reused like Chert's
 /// "follow-ups reuse that line".
-pub fn existing_dm(tx: &mut dyn StoreTx, tenant: TenantId, from: &str, to: &[String]) -> Result<Option<Chat>, CoreError> {
+pub fn existing_dm(
+    tx: &mut dyn StoreTx,
+    tenant: TenantId,
+    from: &str,
+    to: &[String],
+) -> Result<Option<Chat>, CoreError> {
     let [recipient] = to else { return Ok(None) };
     let (Some(line), Some(user)) = (tx.line_by_number(tenant, from)?, tx.user_by_handle(tenant, recipient)?) else {
         return Ok(None);
@@ -82,6 +87,12 @@ pub fn open_chat(
             commands::create_chat(tx.as_tx(), &cmd)?.0
         }
     };
-    let send = SendMessage { tenant, chat: chat.id, author: Author::Line, text, trace_id: Some(trace_id.to_string()) };
+    let send = SendMessage {
+        tenant,
+        chat: chat.id,
+        author: Author::Line,
+        text,
+        trace_id: Some(trace_id.to_string()),
+    };
     commands::send_message(tx.as_tx(), &send)
 }

@@ -8,6 +8,7 @@ pub mod chert;
 pub mod common;
 pub mod imessage;
 pub mod limits;
+pub mod linq;
 pub mod vibecode;
 
 use confab_store::Store;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 /// The wire faces and whether this build serves them (the demo banner
 /// says which curl examples will answer 404).
-pub const FACES: &[(&str, bool)] = &[("bitrix", true), ("vibecode", true), ("chert", true), ("linq", false)];
+pub const FACES: &[(&str, bool)] = &[("bitrix", true), ("vibecode", true), ("chert", true), ("linq", true)];
 
 /// What every face handler can reach.
 #[derive(Clone)]
@@ -29,6 +30,8 @@ pub struct AppState {
     pub replay_guard: Arc<limits::ReplayGuard>,
     /// Bitrix `operating` accounting per credential and method.
     pub operating: Arc<bitrix::operating::OperatingLimiter>,
+    /// Linq's messages per sender–recipient pair.
+    pub pair_limiter: Arc<limits::WindowLimiter>,
 }
 
 impl AppState {
@@ -42,6 +45,7 @@ impl AppState {
             operating: Arc::new(bitrix::operating::OperatingLimiter::new(Some(
                 bitrix::operating::DEFAULT_LIMIT_SECS,
             ))),
+            pair_limiter: Arc::new(limits::WindowLimiter::new(Some(30), std::time::Duration::from_secs(60))),
         }
     }
 }
@@ -53,5 +57,15 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(vibecode::router())
         .merge(chert::router())
         .merge(bitrix::router())
+        .merge(linq::router())
         .with_state(state)
+}
+
+/// The webhook formats of the faces that deliver webhooks, for the
+/// delivery worker.
+pub fn webhook_formats() -> confab_delivery::Formats {
+    let mut f: confab_delivery::Formats = std::collections::HashMap::new();
+    f.insert("linq", std::sync::Arc::new(linq::webhooks::LinqFormat));
+    f.insert("chert", std::sync::Arc::new(chert::webhooks::ChertFormat));
+    f
 }

@@ -160,3 +160,54 @@ mod replay_tests {
         assert!(g.first_use("b".into(), 200, 500));
     }
 }
+
+/// A sliding window per key: at most `max` hits in `window` (Linq: 30
+/// messages per 60 s per sender–recipient pair).
+pub struct WindowLimiter {
+    max: Option<usize>,
+    window: Duration,
+    hits: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
+}
+
+impl WindowLimiter {
+    pub fn new(max: Option<usize>, window: Duration) -> Self {
+        WindowLimiter {
+            max,
+            window,
+            hits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a hit; `Err(retry_after)` when the window is full.
+    pub fn hit(&self, key: &str) -> Result<(), Duration> {
+        let Some(max) = self.max else { return Ok(()) };
+        let now = Instant::now();
+        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        let q = hits.entry(key.to_string()).or_default();
+        while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+            q.pop_front();
+        }
+        if q.len() >= max {
+            let oldest = q.front().copied().unwrap_or(now);
+            return Err(self.window.saturating_sub(now.duration_since(oldest)));
+        }
+        q.push_back(now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn window_refuses_then_forgets() {
+        let w = WindowLimiter::new(Some(2), Duration::from_millis(50));
+        assert!(w.hit("a").is_ok() && w.hit("a").is_ok());
+        assert!(w.hit("a").is_err());
+        assert!(w.hit("b").is_ok(), "per key");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(w.hit("a").is_ok());
+        assert!(WindowLimiter::new(None, Duration::from_secs(1)).hit("x").is_ok());
+    }
+}

@@ -54,6 +54,16 @@ pub struct ServeArgs {
     /// credential over 10 minutes (default 420), or `off`.
     #[arg(long, env = "CONFAB_BITRIX_OPERATING_LIMIT")]
     pub bitrix_operating_limit: Option<String>,
+    /// Webhook deliveries: attempts before dead-lettering (Linq: 10).
+    #[arg(long, env = "CONFAB_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<i64>,
+    /// Webhook deliveries: first retry delay in milliseconds, doubling
+    /// each time (default 1500: ten attempts over about 25 minutes).
+    #[arg(long, env = "CONFAB_WEBHOOK_RETRY_BASE_MS")]
+    pub webhook_retry_base_ms: Option<u64>,
+    /// Linq messages per sender–recipient pair per minute (default 30), or `off`.
+    #[arg(long, env = "CONFAB_LINQ_RATE_LIMIT")]
+    pub linq_rate_limit: Option<String>,
     /// Serve HTTPS with this PEM certificate (chain) ...
     #[arg(long, env = "CONFAB_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -378,5 +378,31 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
     } else if let Some(token) = &prepared.generated_admin_token {
         println!("Generated admin token (shown once; store it): {token}");
     }
-    startup::serve(&config, prepared, tls).await
+    let mut delivery = confab_delivery::DeliveryConfig::default();
+    if let Some(n) = args.webhook_max_attempts {
+        anyhow::ensure!(n >= 1, "--webhook-max-attempts must be at least 1");
+        delivery.max_attempts = n;
+    }
+    if let Some(ms) = args.webhook_retry_base_ms {
+        delivery.base_delay = std::time::Duration::from_millis(ms);
+    }
+    let mut prepared = prepared;
+    if let Some(l) = &args.linq_rate_limit {
+        let max = if l.eq_ignore_ascii_case("off") {
+            None
+        } else {
+            Some(
+                l.parse::<usize>()
+                    .map_err(|_| anyhow::anyhow!("--linq-rate-limit must be a number per minute or \"off\""))?,
+            )
+        };
+        prepared.state.pair_limiter = std::sync::Arc::new(confab_faces::limits::WindowLimiter::new(
+            max,
+            std::time::Duration::from_secs(60),
+        ));
+    }
+    let worker = startup::spawn_worker(&prepared.state, delivery);
+    let served = startup::serve(&config, prepared, tls).await;
+    worker.abort();
+    served
 }

@@ -77,6 +77,11 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// Starts the delivery worker (webhooks and queued operations).
+pub fn spawn_worker(state: &AppState, config: confab_delivery::DeliveryConfig) -> tokio::task::JoinHandle<()> {
+    confab_delivery::Worker::new(state.store.clone(), confab_faces::webhook_formats(), config).spawn()
+}
+
 pub struct Prepared {
     pub state: AppState,
     pub limits: HttpLimits,

@@ -26,6 +26,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi/admin.json", get(|| async { Json(openapi::document()) }))
         .route("/admin/v1/world", post(apply_world))
+        .route("/admin/v1/deliveries", get(list_deliveries))
+        .route("/admin/v1/deliveries/{id}/replay", post(replay_delivery))
         .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
         .route("/admin/v1/tenants/{slug}", get(show_tenant))
         .route("/admin/v1/tenants/{slug}/users", get(list_users).post(create_user))
@@ -469,4 +471,71 @@ async fn create_crm_link(
     })
     .await?;
     created(json!({"entity_type": entity_type, "entity_id": l.entity_id, "chat_id": chat}))
+}
+
+#[derive(Deserialize)]
+struct DeliveryQuery {
+    status: Option<String>,
+    tenant: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /admin/v1/deliveries?status=pending|delivered|dead&tenant=slug`:
+/// outbox rows with every attempt.
+async fn list_deliveries(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<DeliveryQuery>,
+) -> AdminResult {
+    authorize(&st, &headers)?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            DeliveryStatus::parse(s)
+                .ok_or_else(|| AdminError::bad_request("status must be pending, delivered or dead"))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let slug = q.tenant.clone();
+    let v = st
+        .store
+        .read(move |tx| {
+            let tenant = match &slug {
+                Some(s) => Some(
+                    tx.tenant_by_slug(s)?
+                        .ok_or(CoreError::Invalid(format!("tenant {s:?} not found")))?
+                        .id,
+                ),
+                None => None,
+            };
+            let mut out = Vec::new();
+            for d in tx.deliveries(tenant, status, limit)? {
+                let attempts = tx.attempts(d.id)?;
+                let sub = tx.subscription(&d.subscription_id)?;
+                let mut j = json!(d);
+                j["attempt_log"] = json!(attempts);
+                j["target_url"] = json!(sub.as_ref().map(|s| s.target_url.clone()));
+                j["face"] = json!(sub.map(|s| s.face));
+                out.push(j);
+            }
+            Ok(out)
+        })
+        .await?;
+    ok(v)
+}
+
+/// `POST /admin/v1/deliveries/{id}/replay`: back in the queue, due now.
+async fn replay_delivery(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> AdminResult {
+    authorize(&st, &headers)?;
+    let id = int_param(&id, "delivery id")?;
+    let now = crate::common::now() * 1000;
+    let found = st.store.write(move |tx| tx.replay_delivery(id, now)).await?;
+    if !found {
+        return Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("delivery {id} not found"),
+        ));
+    }
+    ok(json!({"replayed": id}))
 }

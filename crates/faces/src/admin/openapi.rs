@@ -13,6 +13,20 @@ const ROUTES: &[(&str, &str, &str, &str, u16)] = &[
         "World",
         200,
     ),
+    (
+        "get",
+        "/admin/v1/deliveries",
+        "Webhook deliveries with their attempts (?status=pending|delivered|dead&tenant=slug)",
+        "",
+        200,
+    ),
+    (
+        "post",
+        "/admin/v1/deliveries/{id}/replay",
+        "Queue a delivery again, due now",
+        "",
+        200,
+    ),
     ("get", "/admin/v1/tenants", "List tenants", "", 200),
     ("post", "/admin/v1/tenants", "Create a tenant", "NewTenant", 201),
     (

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod openapi;
+pub mod webhooks;
 
 use crate::common::{bounded, hash_secret, is_e164, iso8601, random_token};
 use crate::imessage;
@@ -16,9 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
-use confab_core::commands::{
-    self, Add, Author, ChatSelector, Leave, Leaver, MemberRef, Remove, SendMessage,
-};
+use confab_core::commands::{self, Add, Author, ChatSelector, Leave, Leaver, MemberRef, Remove, SendMessage};
 use confab_core::policy::RemovePolicy;
 use confab_core::tx::StoreTx;
 use confab_core::*;
@@ -40,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/chats/{id}/participants", post(add_participant))
         .route("/api/v1/chats/{id}/participants/{address}", delete(remove_participant))
         .route("/api/v1/phone-numbers", get(phone_numbers))
+        .merge(webhooks::router())
         .layer(axum::middleware::from_fn(with_trace_id));
     Router::new()
         .route("/openapi/chert.json", get(|| async { Json(openapi::document()) }))
@@ -268,7 +268,15 @@ async fn create_chat(
         let key = m.idempotency_key;
         let v = write(&st, Route::Create, move |tx| {
             imessage::idempotent(tx, tenant.id, "chats.create", key.as_deref(), &body_hash, |tx| {
-                let (chat, msg) = imessage::open_chat(tx, tenant.id, &from, &to, m.subject.unwrap_or_default(), text, &trace_id)?;
+                let (chat, msg) = imessage::open_chat(
+                    tx,
+                    tenant.id,
+                    &from,
+                    &to,
+                    m.subject.unwrap_or_default(),
+                    text,
+                    &trace_id,
+                )?;
                 Ok(json!({"chat": chat_json(tx, &chat)?, "message": message_json(&chat, &msg)}))
             })
         })

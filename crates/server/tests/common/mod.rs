@@ -21,6 +21,25 @@ pub struct TestServer {
     pub faults: Arc<FaultyStore>,
     _dir: tempfile::TempDir,
     _task: tokio::task::JoinHandle<()>,
+    _worker: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self._worker.abort();
+        self._task.abort();
+    }
+}
+
+pub fn fast_delivery() -> confab_delivery::DeliveryConfig {
+    confab_delivery::DeliveryConfig {
+        max_attempts: 3,
+        base_delay: std::time::Duration::from_millis(50),
+        max_delay: std::time::Duration::from_millis(200),
+        timeout: std::time::Duration::from_secs(5),
+        poll: std::time::Duration::from_millis(20),
+        lease: std::time::Duration::from_secs(30),
+    }
 }
 
 pub struct Reply {
@@ -61,6 +80,8 @@ impl TestServer {
             operating: Arc::new(confab_faces::bitrix::operating::OperatingLimiter::new(operating)),
             ..AppState::new(store.clone(), confab_faces::common::hash_secret(ADMIN_TOKEN))
         };
+        // The delivery worker, fast: retries 50 ms apart, 3 attempts.
+        let worker = confab_server::startup::spawn_worker(&state, fast_delivery());
         let router = app::build(state, &limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -68,6 +89,7 @@ impl TestServer {
             let _ = axum::serve(listener, router).await;
         });
         TestServer {
+            _worker: worker,
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             store,

@@ -168,7 +168,8 @@ fn cred_row(r: &Row<'_>) -> rusqlite::Result<Credential> {
     })
 }
 
-const SUB_COLS: &str = "id, tenant_id, face, target_url, events, kinds, lines, subject_id, secret, extra, active, created_at, updated_at";
+const SUB_COLS: &str =
+    "id, tenant_id, face, target_url, events, kinds, lines, subject_id, secret, extra, active, created_at, updated_at";
 fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
     let events: String = r.get(4)?;
     let kinds: String = r.get(5)?;
@@ -190,7 +191,8 @@ fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
     })
 }
 
-const DELIVERY_COLS: &str = "id, tenant_id, subscription_id, event_id, status, attempts, next_attempt_at, last_status, last_error, created_at";
+const DELIVERY_COLS: &str =
+    "id, tenant_id, subscription_id, event_id, status, attempts, next_attempt_at, last_status, last_error, created_at";
 fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     let status: String = r.get(4)?;
     Ok(Delivery {
@@ -464,6 +466,14 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn set_title(&mut self, tenant: TenantId, chat: ChatId, title: &str) -> TxResult<()> {
+        self.exec(
+            "UPDATE chats SET title = ?3 WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.0, chat.0, title],
+        )?;
+        Ok(())
+    }
+
     fn set_owner(&mut self, tenant: TenantId, chat: ChatId, owner: Option<UserId>) -> TxResult<()> {
         self.exec(
             "UPDATE chats SET owner_id = ?3 WHERE tenant_id = ?1 AND id = ?2",
@@ -520,7 +530,11 @@ impl Tx for SqliteTx<'_> {
                 e.at
             ],
         )?;
-        let event = Event { id: EventId(self.t.last_insert_rowid()), uuid, event: e };
+        let event = Event {
+            id: EventId(self.t.last_insert_rowid()),
+            uuid,
+            event: e,
+        };
         self.enqueue_deliveries(&event)?;
         Ok(event)
     }
@@ -683,6 +697,29 @@ impl AdminTx for SqliteTx<'_> {
             &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY seq"),
             params![tenant.0, chat.0],
             member_row,
+        )
+    }
+
+    fn messages(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> TxResult<Vec<Message>> {
+        self.many(
+            "SELECT chat_id, id, uuid, author_id, text, created_at FROM messages WHERE tenant_id = ?1 AND chat_id = ?2 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+            params![tenant.0, chat.0, before.map(|b| b.0), limit as i64],
+            |r| {
+                Ok(Message {
+                    chat_id: ChatId(r.get(0)?),
+                    id: MessageId(r.get(1)?),
+                    uuid: parse_uuid(r.get(2)?)?,
+                    author_id: UserId(r.get(3)?),
+                    text: r.get(4)?,
+                    created_at: r.get(5)?,
+                })
+            },
         )
     }
 
@@ -865,11 +902,18 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn delete_subscription(&mut self, tenant: TenantId, id: &str) -> TxResult<bool> {
-        Ok(self.exec("DELETE FROM subscriptions WHERE tenant_id = ?1 AND id = ?2", params![tenant.0, id])? > 0)
+        Ok(self.exec(
+            "DELETE FROM subscriptions WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.0, id],
+        )? > 0)
     }
 
     fn subscription(&mut self, id: &str) -> TxResult<Option<Subscription>> {
-        self.one(&format!("SELECT {SUB_COLS} FROM subscriptions WHERE id = ?1"), params![id], sub_row)
+        self.one(
+            &format!("SELECT {SUB_COLS} FROM subscriptions WHERE id = ?1"),
+            params![id],
+            sub_row,
+        )
     }
 
     fn subscriptions(&mut self, tenant: TenantId, face: &str) -> TxResult<Vec<Subscription>> {
@@ -881,7 +925,11 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn event(&mut self, id: EventId) -> TxResult<Option<Event>> {
-        self.one(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"), params![id.0], event_row)
+        self.one(
+            &format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"),
+            params![id.0],
+            event_row,
+        )
     }
 
     fn claim_deliveries(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Delivery>> {
@@ -894,7 +942,10 @@ impl AdminTx for SqliteTx<'_> {
             delivery_row,
         )?;
         for d in &rows {
-            self.exec("UPDATE outbox SET claimed_until = ?2 WHERE id = ?1", params![d.id, now_ms + lease_ms])?;
+            self.exec(
+                "UPDATE outbox SET claimed_until = ?2 WHERE id = ?1",
+                params![d.id, now_ms + lease_ms],
+            )?;
         }
         Ok(rows)
     }
@@ -911,7 +962,12 @@ impl AdminTx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn deliveries(&mut self, tenant: Option<TenantId>, status: Option<DeliveryStatus>, limit: usize) -> TxResult<Vec<Delivery>> {
+    fn deliveries(
+        &mut self,
+        tenant: Option<TenantId>,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> TxResult<Vec<Delivery>> {
         self.many(
             &format!(
                 "SELECT {DELIVERY_COLS} FROM outbox WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3"
@@ -922,7 +978,11 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn delivery(&mut self, id: i64) -> TxResult<Option<Delivery>> {
-        self.one(&format!("SELECT {DELIVERY_COLS} FROM outbox WHERE id = ?1"), params![id], delivery_row)
+        self.one(
+            &format!("SELECT {DELIVERY_COLS} FROM outbox WHERE id = ?1"),
+            params![id],
+            delivery_row,
+        )
     }
 
     fn attempts(&mut self, delivery: i64) -> TxResult<Vec<Attempt>> {
@@ -969,7 +1029,11 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn operation(&mut self, tenant: TenantId, trace_id: &str) -> TxResult<Option<Operation>> {
-        self.one(&format!("SELECT {OP_COLS} FROM operations WHERE tenant_id = ?1 AND trace_id = ?2"), params![tenant.0, trace_id], op_row)
+        self.one(
+            &format!("SELECT {OP_COLS} FROM operations WHERE tenant_id = ?1 AND trace_id = ?2"),
+            params![tenant.0, trace_id],
+            op_row,
+        )
     }
 
     fn claim_operations(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Operation>> {
@@ -981,12 +1045,21 @@ impl AdminTx for SqliteTx<'_> {
             op_row,
         )?;
         for op in &rows {
-            self.exec("UPDATE operations SET claimed_until = ?2 WHERE trace_id = ?1", params![op.trace_id, now_ms + lease_ms])?;
+            self.exec(
+                "UPDATE operations SET claimed_until = ?2 WHERE trace_id = ?1",
+                params![op.trace_id, now_ms + lease_ms],
+            )?;
         }
         Ok(rows)
     }
 
-    fn finish_operation(&mut self, trace_id: &str, status: OperationStatus, error: Option<&str>, at: Timestamp) -> TxResult<()> {
+    fn finish_operation(
+        &mut self,
+        trace_id: &str,
+        status: OperationStatus,
+        error: Option<&str>,
+        at: Timestamp,
+    ) -> TxResult<()> {
         self.exec(
             "UPDATE operations SET status = ?2, error = ?3, finished_at = ?4, claimed_until = NULL WHERE trace_id = ?1",
             params![trace_id, status.as_str(), error, at],
