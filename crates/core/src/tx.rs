@@ -112,6 +112,7 @@ pub trait AdminTx {
     fn chats_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<Chat>>;
     /// Every membership row of the chat, history included, oldest first.
     fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>>;
+    fn message_by_uuid(&mut self, tenant: TenantId, uuid: Uuid) -> TxResult<Option<Message>>;
     /// Messages of a chat with id below `before` (None = newest), newest first.
     fn messages(
         &mut self,

@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/v3/chats/{chatId}/typing", post(typing).delete(typing))
         .route("/v3/chats/{chatId}/read", post(mark_read))
         .route("/v3/chats/{chatId}/messages", post(send_message).get(list_messages))
+        .route("/v3/messages/{messageId}", get(get_message))
         .route("/v3/phonenumbers", get(phone_numbers))
         .route("/v3/phone_numbers", get(phone_numbers))
         .route("/v3/operations/{traceId}", get(operation))
@@ -634,6 +635,28 @@ async fn phone_numbers(State(st): State<AppState>, headers: HeaderMap) -> Respon
             })
             .collect();
         Ok(Json(json!({"phone_numbers": list})).into_response())
+    }
+    .await;
+    finish(&trace, r)
+}
+
+async fn get_message(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let trace = new_trace();
+    let r = async {
+        let tenant = authenticate(&st, &headers).await?;
+        let not_found = || LinqError::new(404, 2002, "Message not found");
+        let uuid = uuid::Uuid::parse_str(&id).map_err(|_| not_found())?;
+        let v = read(&st, move |tx| {
+            let Some(m) = tx.message_by_uuid(tenant.id, uuid)? else {
+                return Ok(None);
+            };
+            let Some(chat) = tx.chat(tenant.id, m.chat_id)? else {
+                return Ok(None);
+            };
+            wire::sent_message_json(tx, &chat, &m).map(Some)
+        })
+        .await?;
+        Ok(Json(v.ok_or_else(not_found)?).into_response())
     }
     .await;
     finish(&trace, r)

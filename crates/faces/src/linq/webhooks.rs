@@ -252,8 +252,7 @@ async fn remove(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<S
     let r = async {
         let tenant = authenticate(&st, &headers).await?;
         let sub = find(&st, tenant.id, id).await?;
-        write(&st, move |tx| tx.delete_subscription(tenant.id, &sub.id))
-            .await?;
+        write(&st, move |tx| tx.delete_subscription(tenant.id, &sub.id)).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
     .await;

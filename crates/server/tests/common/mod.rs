@@ -67,9 +67,23 @@ impl TestServer {
         Self::start_bitrix(limits, bucket, None).await
     }
 
+    /// A server whose state `tweak` adjusts first (limits, ...).
+    pub async fn start_tweaked(tweak: impl FnOnce(&mut AppState)) -> TestServer {
+        Self::start_inner(HttpLimits::default(), None, None, tweak).await
+    }
+
     /// Full control: HTTP limits, the portal bucket and the Bitrix
     /// `operating` limit in seconds (None = accounting only).
     pub async fn start_bitrix(limits: HttpLimits, bucket: Option<BucketConfig>, operating: Option<f64>) -> TestServer {
+        Self::start_inner(limits, bucket, operating, |_| {}).await
+    }
+
+    async fn start_inner(
+        limits: HttpLimits,
+        bucket: Option<BucketConfig>,
+        operating: Option<f64>,
+        tweak: impl FnOnce(&mut AppState),
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("confab.db")).expect("open store"));
         let faults = Arc::new(FaultyStore::new(sqlite));
@@ -80,6 +94,8 @@ impl TestServer {
             operating: Arc::new(confab_faces::bitrix::operating::OperatingLimiter::new(operating)),
             ..AppState::new(store.clone(), confab_faces::common::hash_secret(ADMIN_TOKEN))
         };
+        let mut state = state;
+        tweak(&mut state);
         // The delivery worker, fast: retries 50 ms apart, 3 attempts.
         let worker = confab_server::startup::spawn_worker(&state, fast_delivery());
         let router = app::build(state, &limits);
@@ -406,5 +422,104 @@ pub mod process {
             let _ = o.read_to_string(&mut out);
         }
         (status, out)
+    }
+}
+
+/// A local webhook receiver: records every request and answers with the
+/// scripted statuses in turn (the last one repeats).
+pub mod receiver {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    #[derive(Debug, Clone)]
+    pub struct Received {
+        pub headers: HeaderMap,
+        pub body: Vec<u8>,
+    }
+
+    impl Received {
+        pub fn header(&self, name: &str) -> String {
+            self.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        }
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+        }
+    }
+
+    #[derive(Clone)]
+    pub struct Receiver {
+        pub url: String,
+        pub got: Arc<Mutex<Vec<Received>>>,
+        script: Arc<Mutex<Vec<u16>>>,
+    }
+
+    impl Receiver {
+        pub async fn start(script: &[u16]) -> Receiver {
+            let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+            let script = Arc::new(Mutex::new(script.to_vec()));
+            let (g, sc) = (got.clone(), script.clone());
+            let app = axum::Router::new().route(
+                "/{*path}",
+                post(move |headers: HeaderMap, body: Bytes| {
+                    let (g, sc) = (g.clone(), sc.clone());
+                    async move {
+                        g.lock().unwrap().push(Received {
+                            headers,
+                            body: body.to_vec(),
+                        });
+                        let mut s = sc.lock().unwrap();
+                        let code = if s.len() > 1 {
+                            s.remove(0)
+                        } else {
+                            s.first().copied().unwrap_or(200)
+                        };
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::OK)
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            Receiver {
+                url: format!("http://{addr}/hook"),
+                got,
+                script,
+            }
+        }
+
+        pub fn set_script(&self, script: &[u16]) {
+            *self.script.lock().unwrap() = script.to_vec();
+        }
+
+        pub fn count(&self) -> usize {
+            self.got.lock().unwrap().len()
+        }
+
+        pub fn all(&self) -> Vec<Received> {
+            self.got.lock().unwrap().clone()
+        }
+
+        /// Waits until `n` requests arrived (at most 10 s).
+        pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.count() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "expected {n} webhook(s), got {}",
+                    self.count()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            self.all()
+        }
     }
 }

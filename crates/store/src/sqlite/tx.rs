@@ -723,6 +723,23 @@ impl AdminTx for SqliteTx<'_> {
         )
     }
 
+    fn message_by_uuid(&mut self, tenant: TenantId, uuid: Uuid) -> TxResult<Option<Message>> {
+        self.one(
+            "SELECT chat_id, id, uuid, author_id, text, created_at FROM messages WHERE tenant_id = ?1 AND uuid = ?2",
+            params![tenant.0, uuid.to_string()],
+            |r| {
+                Ok(Message {
+                    chat_id: ChatId(r.get(0)?),
+                    id: MessageId(r.get(1)?),
+                    uuid: parse_uuid(r.get(2)?)?,
+                    author_id: UserId(r.get(3)?),
+                    text: r.get(4)?,
+                    created_at: r.get(5)?,
+                })
+            },
+        )
+    }
+
     fn crm_links(&mut self, tenant: TenantId) -> TxResult<Vec<(CrmEntity, ChatId)>> {
         self.many(
             "SELECT entity_type, entity_id, chat_id FROM crm_links WHERE tenant_id = ?1 ORDER BY seq",
