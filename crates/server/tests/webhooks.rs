@@ -1,0 +1,285 @@
+#![allow(clippy::unwrap_used)]
+//! Delivery: retries after 5xx, none after 4xx, dead-letter after the
+//! maximum, a stable event id across attempts, replay from the admin API,
+//! Chert's format and signature, and resumption after a restart.
+
+mod common;
+
+use common::receiver::Receiver;
+use common::*;
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::time::Duration;
+
+const LINE: &str = "+14155550000";
+const SECRET: &str = "chert-secret";
+
+fn world() -> confab_faces::admin::world::World {
+    Tenant::new("acme")
+        .line(LINE)
+        .imessage_group(
+            1,
+            LINE,
+            &["+14155550101", "+14155550102", "+14155550103", "+14155550104"],
+        )
+        .credential("linq_api_key", "linq-key", None, None, &[])
+        .credential("chert_signing", SECRET, None, None, &[])
+        .world()
+}
+
+async fn linq_subscribe(s: &TestServer, url: &str) -> String {
+    let r = s
+        .call(
+            Method::POST,
+            "/api/partner/v3/webhook-subscriptions",
+            &[("authorization", "Bearer linq-key")],
+            Some(json!({"target_url": url, "subscribed_events": ["participant.added", "participant.removed"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["signing_secret"].as_str().unwrap().to_string()
+}
+
+/// A membership change through the admin API (synchronous): one event.
+async fn add_member(s: &TestServer, handle: &str) {
+    let r = s
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/acme/chats/1/members",
+            Some(json!({"member": handle})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+async fn deliveries(s: &TestServer, status: &str) -> Vec<Value> {
+    let r = s
+        .admin(Method::GET, &format!("/admin/v1/deliveries?status={status}"), None)
+        .await;
+    r.body.as_array().unwrap().clone()
+}
+
+async fn wait_status(s: &TestServer, status: &str, n: usize) -> Vec<Value> {
+    for _ in 0..250 {
+        let d = deliveries(s, status).await;
+        if d.len() >= n {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no {n} delivery(ies) reached {status}");
+}
+
+#[tokio::test]
+async fn retried_after_500_then_delivered_with_a_stable_event_id() {
+    let s = TestServer::with_world(world()).await;
+    let rx = Receiver::start(&[500, 200]).await;
+    linq_subscribe(&s, &rx.url).await;
+    add_member(&s, "+14155550199").await;
+    let got = rx.wait_for(2).await;
+    assert_eq!(
+        got[0].header("webhook-id"),
+        got[1].header("webhook-id"),
+        "same event id across retries"
+    );
+    assert_eq!(got[0].json()["event_id"], got[1].json()["event_id"]);
+    assert_eq!(got[0].body, got[1].body, "the same body on every attempt");
+    let d = wait_status(&s, "delivered", 1).await;
+    let log = d[0]["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(
+        (log[0]["status_code"].as_i64(), log[1]["status_code"].as_i64()),
+        (Some(500), Some(200))
+    );
+    assert!(log[0]["latency_ms"].is_number());
+}
+
+#[tokio::test]
+async fn no_retry_after_a_400() {
+    let s = TestServer::with_world(world()).await;
+    let rx = Receiver::start(&[400]).await;
+    linq_subscribe(&s, &rx.url).await;
+    add_member(&s, "+14155550199").await;
+    let dead = wait_status(&s, "dead", 1).await;
+    assert_eq!(dead[0]["attempts"], 1);
+    assert_eq!(dead[0]["last_status"], 400);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), 1, "never retried");
+}
+
+#[tokio::test]
+async fn dead_letter_after_the_maximum_then_replay() {
+    let s = TestServer::with_world(world()).await;
+    let rx = Receiver::start(&[503]).await;
+    linq_subscribe(&s, &rx.url).await;
+    add_member(&s, "+14155550199").await;
+    let dead = wait_status(&s, "dead", 1).await;
+    assert_eq!(dead[0]["attempts"], 3, "fast_delivery allows 3 attempts");
+    assert_eq!(rx.count(), 3);
+    // An operator replays it once the receiver is healthy.
+    rx.set_script(&[200]);
+    let id = dead[0]["id"].as_i64().unwrap();
+    let r = s
+        .admin(Method::POST, &format!("/admin/v1/deliveries/{id}/replay"), None)
+        .await;
+    assert_eq!(r.body, json!({"replayed": id}), "{}", r.text);
+    wait_status(&s, "delivered", 1).await;
+    assert_eq!(rx.count(), 4);
+    let r = s.admin(Method::POST, "/admin/v1/deliveries/999999/replay", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = s.admin(Method::GET, "/admin/v1/deliveries?status=bogus", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn nothing_is_announced_for_a_refused_change() {
+    let s = TestServer::with_world(world()).await;
+    let rx = Receiver::start(&[200]).await;
+    linq_subscribe(&s, &rx.url).await;
+    // Removing someone who is not a member fails: no event, no delivery.
+    let r = s
+        .admin(Method::DELETE, "/admin/v1/tenants/acme/chats/1/members/999", None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.count(), 0);
+    assert!(deliveries(&s, "pending").await.is_empty());
+}
+
+fn chert_sign(secret: &str, ts: &str, body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(ts.as_bytes());
+    m.update(b".");
+    m.update(body);
+    hex::encode(m.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn chert_subscriptions_deliver_signed_membership_events() {
+    let s = TestServer::with_world(world()).await;
+    let rx = Receiver::start(&[200]).await;
+    let bearer = format!("Bearer {SECRET}");
+    let h = [("authorization", bearer.as_str())];
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/webhook-subscriptions",
+            &h,
+            Some(json!({"url": rx.url, "events": ["participant.removed"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let sub = r.body["subscription"].clone();
+    let secret = sub["secret"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 64);
+    let list = s.call(Method::GET, "/api/v1/webhook-subscriptions", &h, None).await;
+    assert!(!list.text.contains(&secret), "secret shown once");
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/webhook-subscriptions",
+            &h,
+            Some(json!({"url": "http://example.com/x"})),
+        )
+        .await;
+    assert_eq!(r.body["error"]["code"], 1001, "{}", r.text);
+
+    let chat = s.chat("acme", 1).await.chert_id();
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/chats/{chat}/participants/%2B14155550104"),
+            &h,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let got = rx.wait_for(1).await;
+    let w = got[0].json();
+    assert_eq!(w["event_type"], "participant.removed");
+    assert_eq!(w["api_version"], "v1");
+    assert_eq!(w["partner_id"], "acme");
+    assert_eq!(w["data"]["chat"]["id"], chat);
+    assert_eq!(w["data"]["participant"]["handle"], "+14155550104");
+    assert_eq!(got[0].header("x-webhook-subscription-id"), sub["id"].as_str().unwrap());
+    let ts = got[0].header("x-webhook-timestamp");
+    assert_eq!(
+        got[0].header("x-webhook-signature"),
+        format!("t={ts},v1={}", chert_sign(&secret, &ts, &got[0].body))
+    );
+
+    let id = sub["id"].as_str().unwrap();
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/webhook-subscriptions/{id}"),
+            &h,
+            Some(json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(r.body["subscription"]["is_active"], false, "{}", r.text);
+    let r = s
+        .call(Method::DELETE, &format!("/api/v1/webhook-subscriptions/{id}"), &h, None)
+        .await;
+    assert_eq!(r.body, json!({"deleted": true}));
+}
+
+#[test]
+fn a_delivery_survives_a_restart_mid_backoff() {
+    use common::process::{start, stop};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rx = rt.block_on(Receiver::start(&[500, 200]));
+    let dir = tempfile::tempdir().unwrap();
+    let world_file = dir.path().join("world.toml");
+    std::fs::write(
+        &world_file,
+        format!(
+            "[[tenants]]\nslug = \"acme\"\nlines = [{{ number = \"{LINE}\" }}]\nchats = [{{ id = 1, line = \"{LINE}\", members = [\"+14155550101\", \"+14155550102\", \"+14155550103\"] }}]\ncredentials = [{{ kind = \"linq_api_key\", secret = \"linq-key\" }}]\n"
+        ),
+    )
+    .unwrap();
+    // Retries 3 s apart: long enough to stop the server in between.
+    let args = [
+        "--world",
+        world_file.to_str().unwrap(),
+        "--admin-token",
+        "t",
+        "--webhook-retry-base-ms",
+        "3000",
+    ];
+    let (child, listen) = start(dir.path(), &args);
+    let base = format!("http://{listen}");
+    let post = |path: &str, token: &str, body: Value| {
+        let req = reqwest::Client::new()
+            .post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body);
+        rt.block_on(async { req.send().await.unwrap().status() })
+    };
+    let sub = json!({"target_url": rx.url, "subscribed_events": ["participant.added"]});
+    assert_eq!(
+        post("/api/partner/v3/webhook-subscriptions", "linq-key", sub),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post(
+            "/admin/v1/tenants/acme/chats/1/members",
+            "t",
+            json!({"member": "+14155550199"})
+        ),
+        StatusCode::OK
+    );
+    rt.block_on(rx.wait_for(1)); // the first attempt got a 500
+    let (status, _) = stop(child);
+    assert!(status.success());
+    assert_eq!(rx.count(), 1, "nothing more while the server is down");
+    let (child, _) = start(dir.path(), &args);
+    let got = rt.block_on(rx.wait_for(2));
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    stop(child);
+}
