@@ -93,3 +93,34 @@ fn b24pysdk_scenario() {
 fn fast_bitrix24_scenario() {
     scenario(&python(), "bitrix_fast_bitrix24.py");
 }
+
+#[test]
+fn linq_sdk_scenario() {
+    let node = {
+        need(&repo().join("tests/sdk/node/node_modules/@linqapp/sdk"), "@linqapp/sdk");
+        PathBuf::from("node")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world.toml");
+    std::fs::write(
+        &world,
+        "[[tenants]]\nslug = \"partner\"\nlines = [{ number = \"+14155550000\" }]\ncredentials = [{ kind = \"linq_api_key\", secret = \"sdk-linq-key\" }]\n",
+    )
+    .unwrap();
+    let (child, listen) = start(dir.path(), &["--world", world.to_str().unwrap(), "--admin-token", "t"]);
+    let out = Command::new(&node)
+        .arg(repo().join("tests/sdk/linq_sdk.cjs"))
+        .env("NODE_PATH", repo().join("tests/sdk/node/node_modules"))
+        .env("LINQ_API_V3_BASE_URL", format!("http://{listen}/api/partner"))
+        .env("LINQ_API_V3_API_KEY", "sdk-linq-key")
+        .env("LINQ_LINE", "+14155550000")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node (apt-get install nodejs npm): {e}"));
+    stop(child);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("scenario ok"),
+        "linq_sdk.cjs failed:\n{stdout}\n{stderr}"
+    );
+}
