@@ -583,6 +583,16 @@ pub fn unregister_bot(tx: &mut dyn Tx, tenant: TenantId, app: AppId, bot_id: Use
             event(tx, &chat, EventKind::Left, Some(bot), Some(bot), &None)?;
         }
     }
+    tx.append_event(NewEvent {
+        tenant_id: tenant,
+        chat_id: ChatId(0),
+        kind: EventKind::BotDeleted,
+        actor_id: None,
+        subject_id: Some(bot),
+        message_id: None,
+        trace_id: None,
+        at: now,
+    })?;
     Ok(user)
 }
 

@@ -270,6 +270,9 @@ pub enum EventKind {
     Removed,
     OwnerChanged,
     MessageSent,
+    /// A bot was unregistered (Bitrix ONIMBOTDELETE); not tied to a chat
+    /// (`chat_id` 0).
+    BotDeleted,
 }
 
 impl EventKind {
@@ -281,6 +284,7 @@ impl EventKind {
             EventKind::Removed => "removed",
             EventKind::OwnerChanged => "owner_changed",
             EventKind::MessageSent => "message_sent",
+            EventKind::BotDeleted => "bot_deleted",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -291,6 +295,7 @@ impl EventKind {
             "removed" => EventKind::Removed,
             "owner_changed" => EventKind::OwnerChanged,
             "message_sent" => EventKind::MessageSent,
+            "bot_deleted" => EventKind::BotDeleted,
             _ => return None,
         })
     }

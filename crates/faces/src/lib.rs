@@ -67,5 +67,6 @@ pub fn webhook_formats() -> confab_delivery::Formats {
     let mut f: confab_delivery::Formats = std::collections::HashMap::new();
     f.insert("linq", std::sync::Arc::new(linq::webhooks::LinqFormat));
     f.insert("chert", std::sync::Arc::new(chert::webhooks::ChertFormat));
+    f.insert("bitrix", std::sync::Arc::new(bitrix::events::BitrixFormat));
     f
 }

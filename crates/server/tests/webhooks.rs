@@ -283,3 +283,96 @@ fn a_delivery_survives_a_restart_mid_backoff() {
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
     stop(child);
 }
+
+/// Decodes a form body with the face's own decoder (PHP-style keys stay flat).
+fn form(body: &[u8]) -> std::collections::HashMap<String, String> {
+    confab_faces::bitrix::params::form_urlencoded(&String::from_utf8_lossy(body))
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test]
+async fn bitrix_bot_handlers_and_event_bind() {
+    let s = TestServer::with_world(
+        Tenant::new("portal")
+            .user(1, "Alice")
+            .user(2, "Bob")
+            .app(1, "app.bots")
+            .credential("bitrix_oauth", "tok", Some(1), Some("app.bots"), &["im", "imbot"])
+            .credential("bitrix_webhook", "hook", Some(1), None, &["im", "imbot"])
+            .world(),
+    )
+    .await;
+    let rx = Receiver::start(&[200]).await;
+    let call = |m: &str, mut p: Value| {
+        p["auth"] = json!("tok");
+        let path = format!("/rest/{m}");
+        let s = &s;
+        async move { s.call(Method::POST, &path, &[], Some(p)).await }
+    };
+    let r = call(
+        "imbot.register",
+        json!({"CODE": "hb", "EVENT_HANDLER": rx.url, "PROPERTIES": {"NAME": "Hook bot"}}),
+    )
+    .await;
+    let bot = r.body["result"].as_i64().unwrap();
+    let token = call("app.info", json!({})).await.body["result"]["APPLICATION_TOKEN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = call("im.chat.add", json!({"USERS": [2, bot], "TITLE": "With bot"})).await;
+    let chat = r.body["result"].as_i64().unwrap();
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].header("content-type"), "application/x-www-form-urlencoded");
+    let f = form(&got[0].body);
+    assert_eq!(f["event"], "ONIMBOTJOINCHAT");
+    assert_eq!(f[&format!("data[BOT][{bot}][BOT_ID]")], bot.to_string());
+    assert_eq!(f[&format!("data[BOT][{bot}][BOT_CODE]")], "hb");
+    assert_eq!(f["data[PARAMS][CHAT_ID]"], chat.to_string());
+    assert_eq!(f["data[PARAMS][DIALOG_ID]"], format!("chat{chat}"));
+    assert_eq!(f["data[PARAMS][CHAT_TYPE]"], "C");
+    assert_eq!(f["data[PARAMS][USER_ID]"], "1");
+    assert_eq!(
+        f["auth[application_token]"], token,
+        "receivers authenticate by application_token"
+    );
+    assert!(f.contains_key("ts") && f.contains_key("event_handler_id"));
+
+    // App handlers through event.bind (OAuth only).
+    let app_rx = Receiver::start(&[200]).await;
+    let r = call("event.bind", json!({"event": "onImBotJoinChat", "handler": app_rx.url})).await;
+    assert_eq!(r.body["result"], true, "{}", r.text);
+    let r = call("event.bind", json!({"event": "ONNOTHING", "handler": app_rx.url})).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["error"].as_str()),
+        (400, Some("ERROR_EVENT_NOT_FOUND"))
+    );
+    let r = s
+        .call(
+            Method::POST,
+            "/rest/1/hook/event.bind",
+            &[],
+            Some(json!({"event": "ONIMBOTJOINCHAT", "handler": app_rx.url})),
+        )
+        .await;
+    assert_eq!(r.body["error"], "WRONG_AUTH_TYPE", "{}", r.text);
+    let r = call("event.get", json!({})).await;
+    assert_eq!(r.body["result"][0]["event"], "ONIMBOTJOINCHAT", "{}", r.text);
+    call("im.chat.add", json!({"USERS": [bot], "TITLE": "Second"})).await;
+    let got = app_rx.wait_for(1).await;
+    assert_eq!(form(&got[0].body)["event"], "ONIMBOTJOINCHAT");
+    let r = call(
+        "event.unbind",
+        json!({"event": "ONIMBOTJOINCHAT", "handler": app_rx.url}),
+    )
+    .await;
+    assert_eq!(r.body["result"], json!({"count": 1}));
+
+    // Unregistering announces ONIMBOTDELETE.
+    call("imbot.unregister", json!({"BOT_ID": bot})).await;
+    let got = rx.wait_for(3).await;
+    let last = form(&got[2].body);
+    assert_eq!(last["event"], "ONIMBOTDELETE");
+    assert_eq!(last["data[BOT_ID]"], bot.to_string());
+    assert_eq!(last["data[BOT_CODE]"], "hb");
+}

@@ -73,7 +73,8 @@ pub fn scope_of(method: &str) -> Option<&'static str> {
         | "imopenlines.crm.chat.getlastid"
         | "imopenlines.crm.chat.user.add"
         | "imopenlines.crm.chat.user.delete" => "imopenlines",
-        "profile" | "scope" | "methods" | "server.time" | "app.info" | "user.current" | "batch" => "",
+        "profile" | "scope" | "methods" | "server.time" | "app.info" | "user.current" | "batch" | "event.bind"
+        | "event.unbind" | "event.get" => "",
         _ => return None,
     })
 }
@@ -255,8 +256,18 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {
         "app.info" => {
             let (t, app) = (ctx.tenant.id, ctx.app);
             let app = match app {
-                Some(a) => read(st, Method::ImChatGet, move |tx| tx.app(t, a)).await?,
+                Some(a) => {
+                    write(st, Method::ImChatGet, move |tx| {
+                        let token = super::events::app_token(tx, t, a)?;
+                        Ok(tx.app(t, a)?.map(|app| (app, token)))
+                    })
+                    .await?
+                }
                 None => None,
+            };
+            let (app, token) = match app {
+                Some((a, t)) => (Some(a), Some(t)),
+                None => (None, None),
             };
             Ok(Outcome::of(json!({
                 "ID": app.as_ref().map(|a| a.id.0),
@@ -267,6 +278,8 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {
                 "PAYMENT_EXPIRED": "N",
                 "DAYS": null,
                 "LICENSE": "",
+                // confab extension: what Bitrix sends in ONAPPINSTALL.
+                "APPLICATION_TOKEN": token,
             })))
         }
         "imbot.register" | "imbot.v2.bot.register" => imbot_register(st, ctx, p, method.starts_with("imbot.v2")).await,
@@ -475,6 +488,7 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {
             Ok(Outcome::of(json!(msg.id.0)))
         }
         "imopenlines.crm.chat.get" => crm_chat_get(st, ctx, p).await,
+        "event.bind" | "event.unbind" | "event.get" => super::events::call(st, &ctx, method, &p).await,
         "imopenlines.crm.chat.getlastid" => {
             let entity = crm_entity(&p, Method::CrmChatGetLastId)?;
             let t = ctx.tenant.id;
@@ -579,6 +593,9 @@ async fn imbot_register(st: &AppState, ctx: Ctx, p: Params, v2: bool) -> R {
             },
         )?;
         tx.set_bot_registration(ctx.tenant.id, bot.id, Some(&code), Some(&meta.to_string()))?;
+        if let Some(handlers) = meta.get("handlers").and_then(Value::as_object) {
+            super::events::bot_handlers(tx, ctx.tenant.id, app, bot.id, &code, handlers)?;
+        }
         Ok(bot)
     })
     .await

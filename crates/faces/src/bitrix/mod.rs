@@ -8,6 +8,7 @@ pub mod auth;
 pub mod batch;
 pub mod envelope;
 pub mod errors;
+pub mod events;
 pub mod methods;
 pub mod openapi;
 pub mod operating;

@@ -393,7 +393,7 @@ impl WebhookFormat for ChertFormat {
                     json!({"chat": chat_ref, "message": message}),
                 )
             }
-            EventKind::ChatCreated | EventKind::OwnerChanged => return Ok(None),
+            EventKind::ChatCreated | EventKind::OwnerChanged | EventKind::BotDeleted => return Ok(None),
         };
         if !sub.events.is_empty() && !sub.events.iter().any(|s| s == event_type) {
             return Ok(None);

@@ -381,7 +381,7 @@ impl WebhookFormat for LinqFormat {
                 m["is_from_me"] = json!(from_me);
                 (t, json!({"chat_id": chat.uuid.to_string(), "message": m}))
             }
-            EventKind::OwnerChanged => return Ok(None),
+            EventKind::OwnerChanged | EventKind::BotDeleted => return Ok(None),
         };
         if !sub.events.iter().any(|s| s == event_type) {
             return Ok(None);
