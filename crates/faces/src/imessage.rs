@@ -96,3 +96,48 @@ pub fn open_chat(
     };
     commands::send_message(tx.as_tx(), &send)
 }
+
+/// What a webhook about an iMessage chat needs to know, loaded once for
+/// every face's renderer.
+pub struct Scene {
+    pub chat: Chat,
+    /// The tenant's slug (`partner_id`).
+    pub partner: String,
+    /// The user that is the chat's pinned line (`is_me`).
+    pub line_user: Option<UserId>,
+    /// The message of a `message_sent` event.
+    pub message: Option<Message>,
+}
+
+impl Scene {
+    /// None when the event's chat no longer exists.
+    pub fn load(tx: &mut dyn StoreTx, e: &NewEvent) -> Result<Option<Scene>, CoreError> {
+        let Some(chat) = tx.chat(e.tenant_id, e.chat_id)? else {
+            return Ok(None);
+        };
+        let partner = tx.tenant(e.tenant_id)?.map(|t| t.slug).unwrap_or_default();
+        let line_user = match chat.line_id {
+            Some(l) => tx.line(e.tenant_id, l)?.map(|l| l.user_id),
+            None => None,
+        };
+        let message = match e.message_id {
+            // The newest message below id+1 is the message itself.
+            Some(id) => tx
+                .messages(e.tenant_id, chat.id, Some(MessageId(id.0 + 1)), 1)?
+                .into_iter()
+                .find(|m| m.id == id),
+            None => None,
+        };
+        Ok(Some(Scene {
+            chat,
+            partner,
+            line_user,
+            message,
+        }))
+    }
+
+    /// Whether the event's actor is the chat's own line.
+    pub fn by_line(&self, e: &NewEvent) -> bool {
+        e.actor_id.is_some() && e.actor_id == self.line_user
+    }
+}

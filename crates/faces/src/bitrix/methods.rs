@@ -218,32 +218,7 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {
             crate::common::iso8601(crate::common::now()).replace('Z', "+00:00")
         ))),
         "methods" => {
-            let all = [
-                "batch",
-                "imbot.register",
-                "imbot.unregister",
-                "imbot.bot.list",
-                "imbot.chat.add",
-                "imbot.chat.get",
-                "imbot.chat.leave",
-                "imbot.chat.user.add",
-                "imbot.chat.user.list",
-                "imbot.chat.user.delete",
-                "imbot.chat.setOwner",
-                "imbot.message.add",
-                "im.chat.add",
-                "im.chat.get",
-                "im.chat.leave",
-                "im.chat.user.add",
-                "im.chat.user.delete",
-                "im.chat.user.list",
-                "im.chat.setOwner",
-                "im.message.add",
-                "imopenlines.crm.chat.get",
-                "imopenlines.crm.chat.getLastId",
-                "imopenlines.crm.chat.user.add",
-                "imopenlines.crm.chat.user.delete",
-            ];
+            let all = super::openapi::METHODS;
             let allowed: Vec<&str> = all
                 .iter()
                 .copied()

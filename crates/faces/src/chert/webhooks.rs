@@ -345,14 +345,16 @@ impl WebhookFormat for ChertFormat {
         now_ms: i64,
     ) -> Result<Option<Rendered>, CoreError> {
         let e = &event.event;
-        let Some(chat) = tx.chat(e.tenant_id, e.chat_id)? else {
+        let Some(scene) = crate::imessage::Scene::load(tx, e)? else {
             return Ok(None);
         };
-        let slug = tx.tenant(e.tenant_id)?.map(|t| t.slug).unwrap_or_default();
-        let line_user = match chat.line_id {
-            Some(l) => tx.line(e.tenant_id, l)?.map(|l| l.user_id),
-            None => None,
-        };
+        let from_me = scene.by_line(e);
+        let crate::imessage::Scene {
+            chat,
+            partner: slug,
+            line_user,
+            message,
+        } = scene;
         let handle_of = |tx: &mut dyn StoreTx, u: Option<UserId>| -> Result<Value, CoreError> {
             let user = match u {
                 Some(u) => tx.user(e.tenant_id, u)?,
@@ -373,15 +375,7 @@ impl WebhookFormat for ChertFormat {
                 json!({"chat": chat_ref, "participant": handle_of(tx, e.subject_id)?, "removed_at": iso8601(e.at)}),
             ),
             EventKind::MessageSent => {
-                let from_me = e.actor_id.is_some() && e.actor_id == line_user;
-                let msg = match e.message_id {
-                    Some(id) => tx
-                        .messages(e.tenant_id, chat.id, Some(MessageId(id.0 + 1)), 1)?
-                        .into_iter()
-                        .find(|m| m.id == id),
-                    None => None,
-                };
-                let Some(msg) = msg else { return Ok(None) };
+                let Some(msg) = message else { return Ok(None) };
                 let message = json!({
                     "id": msg.uuid.simple().to_string(),
                     "direction": if from_me { "outbound" } else { "inbound" },

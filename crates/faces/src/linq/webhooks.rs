@@ -313,14 +313,16 @@ impl WebhookFormat for LinqFormat {
         now_ms: i64,
     ) -> Result<Option<Rendered>, CoreError> {
         let e = &event.event;
-        let Some(chat) = tx.chat(e.tenant_id, e.chat_id)? else {
+        let Some(scene) = crate::imessage::Scene::load(tx, e)? else {
             return Ok(None);
         };
-        let tenant = tx.tenant(e.tenant_id)?.map(|t| t.slug).unwrap_or_default();
-        let line_user = match chat.line_id {
-            Some(l) => tx.line(e.tenant_id, l)?.map(|l| l.user_id),
-            None => None,
-        };
+        let from_me = scene.by_line(e);
+        let crate::imessage::Scene {
+            chat,
+            partner: tenant,
+            message,
+            ..
+        } = scene;
         let (event_type, data) = match e.kind {
             EventKind::Joined | EventKind::Left | EventKind::Removed => {
                 let Some(uid) = e.subject_id else { return Ok(None) };
@@ -367,16 +369,8 @@ impl WebhookFormat for LinqFormat {
                 json!({"chat_id": chat.uuid.to_string(), "chat": super::wire::chat_json(tx, &chat)?}),
             ),
             EventKind::MessageSent => {
-                let from_me = e.actor_id.is_some() && e.actor_id == line_user;
                 let t = if from_me { "message.sent" } else { "message.received" };
-                let msg = match e.message_id {
-                    Some(id) => tx
-                        .messages(e.tenant_id, chat.id, Some(MessageId(id.0 + 1)), 1)?
-                        .into_iter()
-                        .find(|m| m.id == id),
-                    None => None,
-                };
-                let Some(msg) = msg else { return Ok(None) };
+                let Some(msg) = message else { return Ok(None) };
                 let mut m = super::wire::sent_message_json(tx, &chat, &msg)?;
                 m["is_from_me"] = json!(from_me);
                 (t, json!({"chat_id": chat.uuid.to_string(), "message": m}))
