@@ -95,6 +95,19 @@ pub fn build(state: AppState, limits: &HttpLimits) -> Router {
     with_layers(confab_faces::router(state).merge(health).fallback(fallback), limits)
 }
 
+/// The request path as it may be logged: a Bitrix incoming webhook carries
+/// its secret code in the path (`/rest/{user}/{code}/{method}`), which is
+/// masked. (Query strings, which may carry `auth=`, are never logged.)
+pub fn loggable_path(path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').collect();
+    match segs.as_slice() {
+        ["", "rest", user, _code, rest @ ..] if user.parse::<i64>().is_ok() && !rest.is_empty() => {
+            format!("/rest/{user}/***/{}", rest.join("/"))
+        }
+        _ => path.to_string(),
+    }
+}
+
 /// Wraps any router in confab's cross-cutting layers.
 pub fn with_layers(router: Router, limits: &HttpLimits) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
@@ -103,7 +116,7 @@ pub fn with_layers(router: Router, limits: &HttpLimits) -> Router {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        tracing::info_span!("request", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
     });
     router
         .layer(RequestBodyLimitLayer::new(limits.body_limit))
@@ -117,4 +130,16 @@ pub fn with_layers(router: Router, limits: &HttpLimits) -> Router {
         .layer(trace)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn webhook_codes_are_masked_in_logs() {
+        assert_eq!(loggable_path("/rest/1/secretcode/im.chat.leave.json"), "/rest/1/***/im.chat.leave.json");
+        assert_eq!(loggable_path("/rest/im.chat.leave"), "/rest/im.chat.leave");
+        assert_eq!(loggable_path("/v1/chats/1/leave"), "/v1/chats/1/leave");
+    }
 }
