@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn webhook_codes_are_masked_in_logs() {
-        assert_eq!(loggable_path("/rest/1/secretcode/im.chat.leave.json"), "/rest/1/***/im.chat.leave.json");
+        assert_eq!(
+            loggable_path("/rest/1/secretcode/im.chat.leave.json"),
+            "/rest/1/***/im.chat.leave.json"
+        );
         assert_eq!(loggable_path("/rest/im.chat.leave"), "/rest/im.chat.leave");
         assert_eq!(loggable_path("/v1/chats/1/leave"), "/v1/chats/1/leave");
     }
