@@ -209,7 +209,6 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         )
         .await;
     let chert_sub = r.body["subscription"]["id"].as_str().unwrap().to_string();
-    let before = (before.0 + 0, before.1);
     let body = json!({"message": {"parts": [{"type": "text", "value": "x"}]}, "handle": "+14155559001", "address": "+14155559001", "userId": 2, "userIds": [2], "display_name": "x", "title": "x", "url": "https://example.com/y", "events": []});
 
     let mut checked = 0;
