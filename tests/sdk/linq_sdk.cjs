@@ -3,7 +3,7 @@
 // webhook receiver that verifies the documented signature.
 const http = require('node:http');
 const crypto = require('node:crypto');
-const { LinqAPIV3, AuthenticationError, BadRequestError, ConflictError } = require('@linqapp/sdk');
+const { LinqAPIV3, AuthenticationError, BadRequestError, ConflictError, NotFoundError, PermissionDeniedError } = require('@linqapp/sdk');
 
 const LINE = process.env.LINQ_LINE;
 let requests = [];
@@ -68,6 +68,12 @@ async function errorOf(promise) {
   const dm = await client.chats.create({ from: LINE, to: ['+14155557201'], message: { parts: [{ type: 'text', value: 'dm' }] } });
   const eDm = await errorOf(client.chats.leaveChat(dm.chat.id));
   expect(eDm instanceof ConflictError && eDm.status === 409, `DM leave → ${eDm && eDm.status}`);
+
+  const eNotFound = await errorOf(client.chats.retrieve(crypto.randomUUID()));
+  expect(eNotFound instanceof NotFoundError && eNotFound.status === 404, 'unknown chat → NotFoundError');
+  const group = await client.chats.create({ from: LINE, to: ['+14155557301', '+14155557302', '+14155557303', '+14155557304'], message: { parts: [{ type: 'text', value: 'g' }] } });
+  const eTyping = await errorOf(client.chats.typing.start(group.chat.id));
+  expect(eTyping instanceof PermissionDeniedError && eTyping.status === 403, 'typing in a group → PermissionDeniedError');
 
   const bad = new LinqAPIV3({ apiKey: 'wrong-key' });
   const eAuth = await errorOf(bad.chats.retrieve(chatId));

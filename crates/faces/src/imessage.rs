@@ -111,8 +111,12 @@ pub struct Scene {
 
 impl Scene {
     /// None when the event's chat no longer exists.
+    /// (Chert and Linq announce only iMessage chats: others give None.)
     pub fn load(tx: &mut dyn StoreTx, e: &NewEvent) -> Result<Option<Scene>, CoreError> {
-        let Some(chat) = tx.chat(e.tenant_id, e.chat_id)? else {
+        let Some(chat) = tx
+            .chat(e.tenant_id, e.chat_id)?
+            .filter(|c| c.network == Network::Imessage)
+        else {
             return Ok(None);
         };
         let partner = tx.tenant(e.tenant_id)?.map(|t| t.slug).unwrap_or_default();

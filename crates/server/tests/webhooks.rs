@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::receiver::Receiver;
+use common::receiver::{Received, Receiver};
 use common::*;
 use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
@@ -24,9 +24,116 @@ fn world() -> confab_faces::admin::world::World {
             LINE,
             &["+14155550101", "+14155550102", "+14155550103", "+14155550104"],
         )
+        .user(1, "Owner")
+        .group(2, 1, &[])
+        .app(1, "app.hooks")
         .credential("linq_api_key", "linq-key", None, None, &[])
         .credential("chert_signing", SECRET, None, None, &[])
+        .credential("bitrix_oauth", "bx-token", Some(1), Some("app.hooks"), &["im", "imbot"])
         .world()
+}
+
+/// The three faces that deliver webhooks, driven the same way.
+#[derive(Debug, Clone, Copy)]
+enum Face {
+    Linq,
+    Chert,
+    Bitrix,
+}
+
+const FACES: [Face; 3] = [Face::Linq, Face::Chert, Face::Bitrix];
+
+impl Face {
+    /// Subscribes `url` to membership additions; returns what `trigger`
+    /// needs (the Bitrix bot's id) and the signing secret.
+    async fn subscribe(self, s: &TestServer, url: &str) -> (Option<i64>, String) {
+        match self {
+            Face::Linq => (None, linq_subscribe(s, url).await),
+            Face::Chert => {
+                let r = s
+                    .call(
+                        Method::POST,
+                        "/api/v1/webhook-subscriptions",
+                        &[("authorization", "Bearer chert-secret")],
+                        Some(json!({"url": url, "events": ["participant.added"]})),
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+                (None, r.body["subscription"]["secret"].as_str().unwrap().to_string())
+            }
+            Face::Bitrix => {
+                let r = s
+                    .call(Method::POST, "/rest/imbot.register", &[], Some(json!({"auth": "bx-token", "CODE": format!("b{}", rand_suffix()), "EVENT_HANDLER": url, "PROPERTIES": {"NAME": "Hooked"}})))
+                    .await;
+                let bot = r.body["result"].as_i64().unwrap_or_else(|| panic!("{}", r.text));
+                let token = s
+                    .call(Method::POST, "/rest/app.info", &[], Some(json!({"auth": "bx-token"})))
+                    .await;
+                (
+                    Some(bot),
+                    token.body["result"]["APPLICATION_TOKEN"].as_str().unwrap().to_string(),
+                )
+            }
+        }
+    }
+
+    /// One membership change the subscription hears about.
+    async fn trigger(self, s: &TestServer, bot: Option<i64>) {
+        match (self, bot) {
+            (Face::Bitrix, Some(bot)) => {
+                let r = s
+                    .admin(
+                        Method::POST,
+                        "/admin/v1/tenants/acme/chats/2/members",
+                        Some(json!({"member": bot})),
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            }
+            _ => add_member(s, "+14155550199").await,
+        }
+    }
+
+    /// The id a receiver de-duplicates on.
+    fn event_id(self, got: &Received) -> String {
+        match self {
+            Face::Linq => got.header("webhook-id"),
+            Face::Chert => got.json()["event_id"].as_str().unwrap().to_string(),
+            // Bitrix events carry no id: the handler id and the event time.
+            Face::Bitrix => {
+                let f = form(&got.body);
+                format!("{}@{}", f["event_handler_id"], f["ts"])
+            }
+        }
+    }
+
+    /// Checks the signature the way the face's docs tell receivers to.
+    fn verify(self, got: &Received, secret: &str) {
+        match self {
+            Face::Linq => {
+                let ts = got.header("x-webhook-timestamp");
+                let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+                m.update(format!("{ts}.").as_bytes());
+                m.update(&got.body);
+                assert_eq!(
+                    got.header("x-webhook-signature"),
+                    hex::encode(m.finalize().into_bytes())
+                );
+            }
+            Face::Chert => {
+                let ts = got.header("x-webhook-timestamp");
+                assert_eq!(
+                    got.header("x-webhook-signature"),
+                    format!("t={ts},v1={}", chert_sign(secret, &ts, &got.body))
+                );
+            }
+            Face::Bitrix => assert_eq!(form(&got.body)["auth[application_token]"], secret),
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
 }
 
 async fn linq_subscribe(s: &TestServer, url: &str) -> String {
@@ -73,60 +180,72 @@ async fn wait_status(s: &TestServer, status: &str, n: usize) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn retried_after_500_then_delivered_with_a_stable_event_id() {
-    let s = TestServer::with_world(world()).await;
-    let rx = Receiver::start(&[500, 200]).await;
-    linq_subscribe(&s, &rx.url).await;
-    add_member(&s, "+14155550199").await;
-    let got = rx.wait_for(2).await;
-    assert_eq!(
-        got[0].header("webhook-id"),
-        got[1].header("webhook-id"),
-        "same event id across retries"
-    );
-    assert_eq!(got[0].json()["event_id"], got[1].json()["event_id"]);
-    assert_eq!(got[0].body, got[1].body, "the same body on every attempt");
-    let d = wait_status(&s, "delivered", 1).await;
-    let log = d[0]["attempt_log"].as_array().unwrap();
-    assert_eq!(log.len(), 2);
-    assert_eq!(
-        (log[0]["status_code"].as_i64(), log[1]["status_code"].as_i64()),
-        (Some(500), Some(200))
-    );
-    assert!(log[0]["latency_ms"].is_number());
+async fn each_face_retries_after_500_with_a_stable_id_and_valid_signature() {
+    for face in FACES {
+        let s = TestServer::with_world(world()).await;
+        let rx = Receiver::start(&[500, 200]).await;
+        let (bot, secret) = face.subscribe(&s, &rx.url).await;
+        face.trigger(&s, bot).await;
+        let got = rx.wait_for(2).await;
+        assert_eq!(
+            face.event_id(&got[0]),
+            face.event_id(&got[1]),
+            "{face:?}: same event id across retries"
+        );
+        assert_eq!(got[0].body, got[1].body, "{face:?}: the same body on every attempt");
+        face.verify(&got[0], &secret);
+        face.verify(&got[1], &secret);
+        let d = wait_status(&s, "delivered", 1).await;
+        let log = d[0]["attempt_log"].as_array().unwrap();
+        assert_eq!(log.len(), 2, "{face:?}");
+        assert_eq!(
+            (log[0]["status_code"].as_i64(), log[1]["status_code"].as_i64()),
+            (Some(500), Some(200)),
+            "{face:?}"
+        );
+        assert!(log[0]["latency_ms"].is_number());
+    }
 }
 
 #[tokio::test]
-async fn no_retry_after_a_400() {
-    let s = TestServer::with_world(world()).await;
-    let rx = Receiver::start(&[400]).await;
-    linq_subscribe(&s, &rx.url).await;
-    add_member(&s, "+14155550199").await;
-    let dead = wait_status(&s, "dead", 1).await;
-    assert_eq!(dead[0]["attempts"], 1);
-    assert_eq!(dead[0]["last_status"], 400);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rx.count(), 1, "never retried");
+async fn each_face_does_not_retry_after_a_400() {
+    for face in FACES {
+        let s = TestServer::with_world(world()).await;
+        let rx = Receiver::start(&[400]).await;
+        let (bot, _) = face.subscribe(&s, &rx.url).await;
+        face.trigger(&s, bot).await;
+        let dead = wait_status(&s, "dead", 1).await;
+        assert_eq!(dead[0]["attempts"], 1, "{face:?}");
+        assert_eq!(dead[0]["last_status"], 400, "{face:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(rx.count(), 1, "{face:?}: never retried");
+    }
 }
 
 #[tokio::test]
-async fn dead_letter_after_the_maximum_then_replay() {
+async fn each_face_dead_letters_after_the_maximum_then_replays() {
+    for face in FACES {
+        let s = TestServer::with_world(world()).await;
+        let rx = Receiver::start(&[503]).await;
+        let (bot, _) = face.subscribe(&s, &rx.url).await;
+        face.trigger(&s, bot).await;
+        let dead = wait_status(&s, "dead", 1).await;
+        assert_eq!(dead[0]["attempts"], 3, "{face:?}: fast_delivery allows 3 attempts");
+        assert_eq!(rx.count(), 3, "{face:?}");
+        rx.set_script(&[200]);
+        let id = dead[0]["id"].as_i64().unwrap();
+        let r = s
+            .admin(Method::POST, &format!("/admin/v1/deliveries/{id}/replay"), None)
+            .await;
+        assert_eq!(r.body, json!({"replayed": id}), "{}", r.text);
+        wait_status(&s, "delivered", 1).await;
+        assert_eq!(rx.count(), 4, "{face:?}");
+    }
+}
+
+#[tokio::test]
+async fn replay_and_listing_errors() {
     let s = TestServer::with_world(world()).await;
-    let rx = Receiver::start(&[503]).await;
-    linq_subscribe(&s, &rx.url).await;
-    add_member(&s, "+14155550199").await;
-    let dead = wait_status(&s, "dead", 1).await;
-    assert_eq!(dead[0]["attempts"], 3, "fast_delivery allows 3 attempts");
-    assert_eq!(rx.count(), 3);
-    // An operator replays it once the receiver is healthy.
-    rx.set_script(&[200]);
-    let id = dead[0]["id"].as_i64().unwrap();
-    let r = s
-        .admin(Method::POST, &format!("/admin/v1/deliveries/{id}/replay"), None)
-        .await;
-    assert_eq!(r.body, json!({"replayed": id}), "{}", r.text);
-    wait_status(&s, "delivered", 1).await;
-    assert_eq!(rx.count(), 4);
     let r = s.admin(Method::POST, "/admin/v1/deliveries/999999/replay", None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = s.admin(Method::GET, "/admin/v1/deliveries?status=bogus", None).await;
@@ -227,19 +346,33 @@ async fn chert_subscriptions_deliver_signed_membership_events() {
 }
 
 #[test]
-fn a_delivery_survives_a_restart_mid_backoff() {
+fn deliveries_of_every_face_survive_a_restart_mid_backoff() {
     use common::process::{start, stop};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let rx = rt.block_on(Receiver::start(&[500, 200]));
+    let receivers: Vec<Receiver> = (0..3).map(|_| rt.block_on(Receiver::start(&[500, 200]))).collect();
     let dir = tempfile::tempdir().unwrap();
     let world_file = dir.path().join("world.toml");
     std::fs::write(
         &world_file,
         format!(
-            "[[tenants]]\nslug = \"acme\"\nlines = [{{ number = \"{LINE}\" }}]\nchats = [{{ id = 1, line = \"{LINE}\", members = [\"+14155550101\", \"+14155550102\", \"+14155550103\"] }}]\ncredentials = [{{ kind = \"linq_api_key\", secret = \"linq-key\" }}]\n"
+            r#"[[tenants]]
+slug = "acme"
+users = [{{ id = 1, name = "Owner" }}]
+apps = [{{ id = 1, client_id = "app.hooks" }}]
+lines = [{{ number = "{LINE}" }}]
+chats = [
+  {{ id = 1, line = "{LINE}", members = ["+14155550101", "+14155550102", "+14155550103"] }},
+  {{ id = 2, owner = 1, members = [] }},
+]
+credentials = [
+  {{ kind = "linq_api_key", secret = "linq-key" }},
+  {{ kind = "chert_signing", secret = "{SECRET}" }},
+  {{ kind = "bitrix_oauth", secret = "bx-token", user = 1, app = "app.hooks", scopes = ["im", "imbot"] }},
+]
+"#
         ),
     )
     .unwrap();
@@ -254,33 +387,68 @@ fn a_delivery_survives_a_restart_mid_backoff() {
     ];
     let (child, listen) = start(dir.path(), &args);
     let base = format!("http://{listen}");
-    let post = |path: &str, token: &str, body: Value| {
+    let post = |path: &str, auth: (&str, &str), body: Value| {
         let req = reqwest::Client::new()
             .post(format!("{base}{path}"))
-            .bearer_auth(token)
+            .header(auth.0, auth.1)
             .json(&body);
-        rt.block_on(async { req.send().await.unwrap().status() })
+        rt.block_on(async {
+            let r = req.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        })
     };
-    let sub = json!({"target_url": rx.url, "subscribed_events": ["participant.added"]});
-    assert_eq!(
-        post("/api/partner/v3/webhook-subscriptions", "linq-key", sub),
-        StatusCode::CREATED
+    let (st, _) = post(
+        "/api/partner/v3/webhook-subscriptions",
+        ("authorization", "Bearer linq-key"),
+        json!({"target_url": receivers[0].url, "subscribed_events": ["participant.added"]}),
     );
-    assert_eq!(
-        post(
-            "/admin/v1/tenants/acme/chats/1/members",
-            "t",
-            json!({"member": "+14155550199"})
-        ),
-        StatusCode::OK
+    assert_eq!(st, StatusCode::CREATED);
+    let chert_auth = format!("Bearer {SECRET}");
+    let (st, _) = post(
+        "/api/v1/webhook-subscriptions",
+        ("authorization", &chert_auth),
+        json!({"url": receivers[1].url, "events": ["participant.added"]}),
     );
-    rt.block_on(rx.wait_for(1)); // the first attempt got a 500
+    assert_eq!(st, StatusCode::OK);
+    let (_, bot) = post(
+        "/rest/imbot.register",
+        ("x-none", "-"),
+        json!({"auth": "bx-token", "CODE": "rb", "EVENT_HANDLER": receivers[2].url, "PROPERTIES": {"NAME": "R"}}),
+    );
+    let bot = bot["result"].as_i64().unwrap();
+    let (st, _) = post(
+        "/admin/v1/tenants/acme/chats/1/members",
+        ("authorization", "Bearer t"),
+        json!({"member": "+14155550199"}),
+    );
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = post(
+        "/admin/v1/tenants/acme/chats/2/members",
+        ("authorization", "Bearer t"),
+        json!({"member": bot}),
+    );
+    assert_eq!(st, StatusCode::OK);
+    for rx in &receivers {
+        rt.block_on(rx.wait_for(1)); // each first attempt got a 500
+    }
     let (status, _) = stop(child);
     assert!(status.success());
-    assert_eq!(rx.count(), 1, "nothing more while the server is down");
+    let counts: Vec<usize> = receivers.iter().map(|r| r.count()).collect();
+    let bodies: Vec<String> = receivers
+        .iter()
+        .flat_map(|r| r.all())
+        .map(|g| String::from_utf8_lossy(&g.body).to_string())
+        .collect();
+    assert_eq!(
+        counts,
+        vec![1, 1, 1],
+        "nothing more while the server is down: {bodies:?}"
+    );
     let (child, _) = start(dir.path(), &args);
-    let got = rt.block_on(rx.wait_for(2));
-    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    for (face, rx) in FACES.iter().zip(&receivers) {
+        let got = rt.block_on(rx.wait_for(2));
+        assert_eq!(face.event_id(&got[0]), face.event_id(&got[1]), "{face:?}");
+    }
     stop(child);
 }
 

@@ -254,7 +254,10 @@ impl WebhookFormat for BitrixFormat {
             ("ONIMBOTDELETE", EventKind::BotDeleted) => json!({"BOT_ID": bot_id.0, "BOT_CODE": code}),
             _ => return Ok(None),
         };
-        let ts = (now_ms / 1000).to_string();
+        // The event time, not the attempt time: every attempt sends the same
+        // body (Bitrix events carry no id; receivers de-duplicate on it).
+        let _ = now_ms;
+        let ts = e.at.to_string();
         let envelope = json!({
             "event": name,
             "event_handler_id": sub.id,
