@@ -175,6 +175,9 @@ pub trait AdminTx {
     /// Puts a delivery back in the queue, due now.
     fn replay_delivery(&mut self, id: i64, now_ms: i64) -> TxResult<bool>;
 
+    /// (pending deliveries, queued operations) — for metrics.
+    fn queue_depths(&mut self) -> TxResult<(i64, i64)>;
+
     // ---- asynchronous operations ----
     fn insert_operation(&mut self, op: &Operation) -> TxResult<()>;
     fn operation(&mut self, tenant: TenantId, trace_id: &str) -> TxResult<Option<Operation>>;

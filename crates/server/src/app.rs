@@ -92,7 +92,16 @@ pub fn build(state: AppState, limits: &HttpLimits) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state.clone());
-    with_layers(confab_faces::router(state).merge(health).fallback(fallback), limits)
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    let scrape = Router::new()
+        .route("/metrics", get(crate::metrics::scrape))
+        .with_state((metrics.clone(), state.clone()));
+    let routed = confab_faces::router(state)
+        .merge(health)
+        .merge(scrape)
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track))
+        .fallback(fallback);
+    with_layers(routed, limits)
 }
 
 /// The request path as it may be logged: a Bitrix incoming webhook carries

@@ -373,3 +373,34 @@ async fn a_panicking_handler_answers_500_json() {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "internal");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_and_show_queues() {
+    let s = TestServer::with_world(
+        Tenant::new("acme")
+            .user(1, "A")
+            .user(2, "B")
+            .group(10, 1, &[2])
+            .credential("vibecode_personal", "vibe_api_b", Some(2), None, &["im"])
+            .world(),
+    )
+    .await;
+    let before = s.call(Method::GET, "/metrics", &[], None).await;
+    assert!(!before.text.contains("face=\"vibecode\""), "{}", before.text);
+    s.call(Method::POST, "/v1/chats/10/leave", &[("x-api-key", "vibe_api_b")], None)
+        .await;
+    s.call(Method::POST, "/v1/chats/10/leave", &[("x-api-key", "vibe_api_b")], None)
+        .await;
+    s.call(Method::GET, "/healthz", &[], None).await;
+    let r = s.call(Method::GET, "/metrics", &[], None).await;
+    assert_eq!(r.headers["content-type"], "text/plain; version=0.0.4");
+    let t = &r.text;
+    assert!(t.contains("confab_http_requests_total{face=\"vibecode\",method=\"POST\",route=\"/v1/chats/{chatId}/leave\",status=\"200\"} 1"), "{t}");
+    assert!(t.contains("confab_http_requests_total{face=\"vibecode\",method=\"POST\",route=\"/v1/chats/{chatId}/leave\",status=\"422\"} 1"), "{t}");
+    assert!(
+        t.contains("confab_http_request_duration_seconds_count{face=\"vibecode\"} 2"),
+        "{t}"
+    );
+    assert!(t.contains("confab_outbox_pending 0"), "{t}");
+    assert!(t.contains("confab_operations_queued 0"), "{t}");
+}

@@ -1027,6 +1027,18 @@ impl AdminTx for SqliteTx<'_> {
         Ok(n > 0)
     }
 
+    fn queue_depths(&mut self) -> TxResult<(i64, i64)> {
+        let d = self
+            .one("SELECT COUNT(*) FROM outbox WHERE status = 'pending'", [], |r| r.get(0))?
+            .unwrap_or(0);
+        let o = self
+            .one("SELECT COUNT(*) FROM operations WHERE status = 'queued'", [], |r| {
+                r.get(0)
+            })?
+            .unwrap_or(0);
+        Ok((d, o))
+    }
+
     fn insert_operation(&mut self, op: &Operation) -> TxResult<()> {
         self.exec(
             &format!("INSERT INTO operations ({OP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
