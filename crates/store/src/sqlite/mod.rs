@@ -51,9 +51,79 @@ const READERS: usize = 4;
 
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Arc<Mutex<Connection>>,
+    /// Write jobs go to the single writer thread (group commit).
+    writer: std::sync::mpsc::Sender<WriteJob>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+}
+
+type WriteJob = (Job, tokio::sync::oneshot::Sender<Result<AnyBox, CoreError>>);
+
+/// Most commands one commit carries.
+const GROUP_COMMIT_MAX: usize = 128;
+
+/// The writer thread: takes every job waiting, runs each inside its own
+/// savepoint of ONE transaction (a failing job rolls back alone), commits
+/// once — one fsync for the whole group with `synchronous=FULL` — and only
+/// then answers each job. An acknowledged command is therefore durable; a
+/// commit failure fails every job of the group, none is half-applied.
+fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_COMMIT_MAX {
+            match jobs.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        let t = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(t) => t,
+            Err(e) => {
+                let err = db_err(e);
+                for (_, reply) in group {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                continue;
+            }
+        };
+        let now = now();
+        let mut results = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        for (job, reply) in group {
+            let outcome = match t.execute_batch("SAVEPOINT cmd") {
+                Err(e) => Err(db_err(e)),
+                Ok(()) => {
+                    let mut tx = SqliteTx::new(&t, now);
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
+                        .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())));
+                    let end = if out.is_ok() {
+                        "RELEASE cmd"
+                    } else {
+                        "ROLLBACK TO cmd; RELEASE cmd"
+                    };
+                    match t.execute_batch(end) {
+                        Ok(()) => out,
+                        Err(e) => Err(db_err(e)),
+                    }
+                }
+            };
+            results.push(outcome);
+            replies.push(reply);
+        }
+        match t.commit() {
+            Ok(()) => {
+                for (reply, r) in replies.into_iter().zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let err = db_err(e);
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
 }
 
 fn now() -> i64 {
@@ -102,9 +172,17 @@ impl SqliteStore {
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?));
         }
+        let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("confab-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|source| OpenError::CreateDir {
+                path: path.clone(),
+                source,
+            })?;
         Ok(SqliteStore {
             path,
-            writer: Arc::new(Mutex::new(writer)),
+            writer: tx,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
         })
@@ -171,21 +249,13 @@ impl Store for SqliteStore {
     async fn run(&self, mode: Mode, job: Job) -> Result<AnyBox, CoreError> {
         match mode {
             Mode::Write => {
-                let writer = self.writer.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut conn = writer
-                        .lock()
-                        .map_err(|_| CoreError::Internal("writer lock poisoned".into()))?;
-                    let t = conn
-                        .transaction_with_behavior(TransactionBehavior::Immediate)
-                        .map_err(db_err)?;
-                    let mut tx = SqliteTx::new(&t, now());
-                    let out = job(&mut tx)?;
-                    t.commit().map_err(db_err)?;
-                    Ok(out)
-                })
-                .await
-                .map_err(join_err)?
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                self.writer
+                    .send((job, reply))
+                    .map_err(|_| CoreError::Unavailable("the SQLite writer has stopped".into()))?;
+                answer
+                    .await
+                    .map_err(|_| CoreError::Unavailable("the SQLite writer has stopped".into()))?
             }
             Mode::Read => {
                 let readers = self.readers.clone();
