@@ -251,3 +251,53 @@ fn unwritable_directory_is_a_clear_error() {
         .expect("must fail");
     assert!(err.to_string().contains("cannot create the data directory"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_keeps_each_command_alone() {
+    let w = imessage_world().await;
+    let t = w.tenant;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = w.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .write(move |tx| {
+                    tx.insert_user(NewUser {
+                        tenant_id: t,
+                        id: Some(UserId(1000 + i)),
+                        kind: UserKind::Person,
+                        name: format!("u{i}"),
+                        handle: None,
+                        active: true,
+                        app_id: None,
+                    })?;
+                    if i % 2 == 1 {
+                        return Err(CoreError::Invalid("odd commands fail after writing".into()));
+                    }
+                    Ok(())
+                })
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        if task.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 20);
+    let ids: Vec<i64> = w
+        .store
+        .read(move |tx| {
+            Ok(tx
+                .users(t)?
+                .into_iter()
+                .map(|u| u.id.0)
+                .filter(|id| *id >= 1000)
+                .collect())
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 20, "only the successful commands' rows exist");
+    assert!(ids.iter().all(|id| id % 2 == 0));
+}
