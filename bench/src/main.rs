@@ -1,0 +1,377 @@
+//! confab's load generator and storage baseline.
+//!
+//! `confab-bench load`: provisions a world through the admin API (one
+//! tenant, C group chats of M members, a Vibecode key per member), then, at
+//! a chosen concurrency, measures `GET /healthz` (the ceiling of this
+//! machine right now) and a bounded number of Vibecode leaves; reports
+//! throughput, p50/p99/p99.9, errors, the ratio to the `/healthz` ceiling and
+//! the server's peak RSS (`--pid`). Prints a table and writes JSON.
+//!
+//! `confab-bench storage`: the same SQL a leave does (close a membership,
+//! insert an event, insert an outbox row) directly on SQLite in WAL mode, with
+//! `synchronous` FULL and NORMAL, 1 and 100 leaves per transaction.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "confab-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, Debug)]
+enum Workload {
+    /// Leaves spread over many chats (realistic traffic).
+    Scattered,
+    /// Leaves within a few large groups.
+    Concentrated,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    Load {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        base: String,
+        #[arg(long)]
+        admin_token: String,
+        #[arg(long, value_enum, default_value = "scattered")]
+        workload: Workload,
+        /// Chats (scattered default 10000; concentrated default 4).
+        #[arg(long)]
+        chats: Option<usize>,
+        /// Members per chat (scattered default 20; concentrated default 2000).
+        #[arg(long)]
+        members: Option<usize>,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Leaves to perform (bounded; also the number of /healthz calls).
+        #[arg(long, default_value_t = 20000)]
+        requests: usize,
+        /// Server process id, to report its peak RSS.
+        #[arg(long)]
+        pid: Option<u32>,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    Storage {
+        #[arg(long, default_value_t = 10000)]
+        chats: usize,
+        #[arg(long, default_value_t = 20)]
+        members: usize,
+        #[arg(long, default_value_t = 20000)]
+        leaves: usize,
+    },
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn peak_rss_mb(pid: Option<u32>) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+struct Phase {
+    name: String,
+    ok: usize,
+    errors: usize,
+    seconds: f64,
+    latencies_ms: Vec<f64>,
+}
+
+impl Phase {
+    fn throughput(&self) -> f64 {
+        self.ok as f64 / self.seconds.max(1e-9)
+    }
+    fn json(&self, ceiling: f64) -> Value {
+        let l = &self.latencies_ms;
+        json!({
+            "phase": self.name, "ok": self.ok, "errors": self.errors, "seconds": self.seconds,
+            "throughput_per_s": self.throughput(), "ratio_to_healthz": self.throughput() / ceiling.max(1e-9),
+            "p50_ms": percentile(l, 0.5), "p99_ms": percentile(l, 0.99), "p999_ms": percentile(l, 0.999),
+        })
+    }
+}
+
+/// Runs `jobs` requests with `concurrency` workers; `make(i)` builds request i.
+async fn drive<F>(name: &str, concurrency: usize, jobs: usize, make: F) -> Phase
+where
+    F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..concurrency {
+        let (make, next) = (make.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            let (mut ok, mut err, mut lat) = (0usize, 0usize, Vec::new());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs {
+                    break;
+                }
+                let t = Instant::now();
+                match make(i).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        ok += 1;
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => err += 1,
+                }
+            }
+            (ok, err, lat)
+        }));
+    }
+    let (mut ok, mut errors, mut latencies_ms) = (0, 0, Vec::new());
+    for h in handles {
+        if let Ok((o, e, l)) = h.await {
+            ok += o;
+            errors += e;
+            latencies_ms.extend(l);
+        }
+    }
+    latencies_ms.sort_by(|a, b| a.total_cmp(b));
+    Phase {
+        name: name.into(),
+        ok,
+        errors,
+        seconds: started.elapsed().as_secs_f64(),
+        latencies_ms,
+    }
+}
+
+async fn provision(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    slug: &str,
+    chats: usize,
+    members: usize,
+) -> anyhow::Result<()> {
+    let users: Vec<Value> = (1..=members)
+        .map(|u| json!({"id": u, "name": format!("u{u}")}))
+        .collect();
+    let creds: Vec<Value> = (1..=members)
+        .map(|u| json!({"kind": "vibecode_personal", "secret": format!("vibe_api_{slug}_{u}"), "user": u, "scopes": ["im"]}))
+        .collect();
+    let base_world = json!({"tenants": [{"slug": slug, "users": users, "credentials": creds}]});
+    let post = |w: Value| {
+        let req = client
+            .post(format!("{base}/admin/v1/world"))
+            .bearer_auth(token)
+            .json(&w);
+        async move {
+            let r = req.send().await?;
+            if !r.status().is_success() {
+                bail!(
+                    "world apply failed: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    };
+    post(base_world).await?;
+    // Chats in chunks that stay under the 1 MiB body limit.
+    let per_chunk = (200_000 / members.max(1)).clamp(1, 2000);
+    let others: Vec<usize> = (2..=members).collect();
+    let mut start = 1;
+    while start <= chats {
+        let end = (start + per_chunk - 1).min(chats);
+        let cs: Vec<Value> = (start..=end)
+            .map(|c| json!({"id": c, "owner": 1, "members": others}))
+            .collect();
+        post(json!({"tenants": [{"slug": slug, "chats": cs}]})).await?;
+        start = end + 1;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load(
+    base: String,
+    token: String,
+    workload: Workload,
+    chats: Option<usize>,
+    members: Option<usize>,
+    concurrency: usize,
+    requests: usize,
+    pid: Option<u32>,
+    out: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let (chats, members) = match workload {
+        Workload::Scattered => (chats.unwrap_or(10_000), members.unwrap_or(20)),
+        Workload::Concentrated => (chats.unwrap_or(4), members.unwrap_or(2000)),
+    };
+    let capacity = chats * (members - 1);
+    if requests > capacity {
+        bail!(
+            "{requests} leaves need more memberships than {chats} chats x {} leavers = {capacity}",
+            members - 1
+        );
+    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let slug = format!("bench{}", rand::random::<u32>());
+    let t = Instant::now();
+    provision(&client, &base, &token, &slug, chats, members)
+        .await
+        .context("provisioning")?;
+    let provision_s = t.elapsed().as_secs_f64();
+    // Leave pairs: scattered walks chats first, concentrated members first.
+    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(requests);
+    'outer: for a in 0..capacity {
+        let (chat, user) = match workload {
+            Workload::Scattered => (a % chats + 1, a / chats + 2),
+            Workload::Concentrated => (a / (members - 1) % chats + 1, a % (members - 1) + 2),
+        };
+        pairs.push((chat, user));
+        if pairs.len() == requests {
+            break 'outer;
+        }
+    }
+    let pairs = Arc::new(pairs);
+    let (c1, b1) = (client.clone(), base.clone());
+    let health = drive("healthz", concurrency, requests, move |_| {
+        c1.get(format!("{b1}/healthz"))
+    })
+    .await;
+    let (c2, b2, s2) = (client.clone(), base.clone(), slug.clone());
+    let leaves = drive("vibecode leave", concurrency, requests, move |i| {
+        let (chat, user) = pairs[i];
+        c2.post(format!("{b2}/v1/chats/{chat}/leave"))
+            .header("x-api-key", format!("vibe_api_{s2}_{user}"))
+    })
+    .await;
+    let ceiling = health.throughput();
+    let rss = peak_rss_mb(pid);
+    println!("workload {workload:?}: {chats} chats x {members} members, concurrency {concurrency}, provisioned in {provision_s:.1} s");
+    println!(
+        "{:<16} {:>9} {:>7} {:>11} {:>7} {:>8} {:>8} {:>9}",
+        "phase", "ok", "errors", "per second", "ratio", "p50 ms", "p99 ms", "p99.9 ms"
+    );
+    for p in [&health, &leaves] {
+        let l = &p.latencies_ms;
+        println!(
+            "{:<16} {:>9} {:>7} {:>11.0} {:>7.3} {:>8.2} {:>8.2} {:>9.2}",
+            p.name,
+            p.ok,
+            p.errors,
+            p.throughput(),
+            p.throughput() / ceiling.max(1e-9),
+            percentile(l, 0.5),
+            percentile(l, 0.99),
+            percentile(l, 0.999)
+        );
+    }
+    if let Some(mb) = rss {
+        println!("server peak RSS: {mb:.1} MB");
+    }
+    let report = json!({
+        "workload": format!("{workload:?}").to_lowercase(), "chats": chats, "members": members, "concurrency": concurrency,
+        "provision_seconds": provision_s, "phases": [health.json(ceiling), leaves.json(ceiling)], "server_peak_rss_mb": rss,
+    });
+    if let Some(path) = out {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+/// The raw storage baseline: leave-shaped SQL straight on SQLite.
+fn storage(chats: usize, members: usize, leaves: usize) -> anyhow::Result<()> {
+    println!("{:<10} {:>6} {:>12}", "sync", "batch", "leaves/s");
+    for sync in ["FULL", "NORMAL"] {
+        for batch in [1usize, 100] {
+            let dir = tempfile::tempdir()?;
+            let mut c = rusqlite::Connection::open(dir.path().join("b.db"))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", sync)?;
+            c.execute_batch(
+                "CREATE TABLE memberships (seq INTEGER PRIMARY KEY, tenant_id INTEGER, chat_id INTEGER, user_id INTEGER, left_at INTEGER);
+                 CREATE INDEX m ON memberships(tenant_id, chat_id, user_id) ;
+                 CREATE TABLE events (id INTEGER PRIMARY KEY, uuid TEXT, tenant_id INTEGER, chat_id INTEGER, kind TEXT, subject_id INTEGER, at INTEGER);
+                 CREATE TABLE outbox (id INTEGER PRIMARY KEY, tenant_id INTEGER, event_id INTEGER, status TEXT, next_attempt_at INTEGER);",
+            )?;
+            {
+                let t = c.transaction()?;
+                {
+                    let mut ins =
+                        t.prepare("INSERT INTO memberships (tenant_id, chat_id, user_id) VALUES (1, ?1, ?2)")?;
+                    for chat in 1..=chats {
+                        for user in 1..=members {
+                            ins.execute([chat as i64, user as i64])?;
+                        }
+                    }
+                }
+                t.commit()?;
+            }
+            let started = Instant::now();
+            let mut done = 0;
+            while done < leaves {
+                let t = c.transaction()?;
+                for _ in 0..batch.min(leaves - done) {
+                    let (chat, user) = ((done % chats + 1) as i64, (done / chats + 2) as i64);
+                    t.execute("UPDATE memberships SET left_at = 1 WHERE tenant_id = 1 AND chat_id = ?1 AND user_id = ?2 AND left_at IS NULL", [chat, user])?;
+                    t.execute("INSERT INTO events (uuid, tenant_id, chat_id, kind, subject_id, at) VALUES (hex(randomblob(16)), 1, ?1, 'left', ?2, 1)", [chat, user])?;
+                    let id = t.last_insert_rowid();
+                    t.execute("INSERT INTO outbox (tenant_id, event_id, status, next_attempt_at) VALUES (1, ?1, 'pending', 0)", [id])?;
+                    done += 1;
+                }
+                t.commit()?;
+            }
+            let rate = leaves as f64 / started.elapsed().as_secs_f64();
+            println!("{sync:<10} {batch:>6} {rate:>12.0}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Load {
+            base,
+            admin_token,
+            workload,
+            chats,
+            members,
+            concurrency,
+            requests,
+            pid,
+            json,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(load(
+                base,
+                admin_token,
+                workload,
+                chats,
+                members,
+                concurrency,
+                requests,
+                pid,
+                json,
+            ))?;
+            Ok(())
+        }
+        Cmd::Storage { chats, members, leaves } => storage(chats, members, leaves),
+    }
+}
