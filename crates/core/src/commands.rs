@@ -62,6 +62,19 @@ fn find_user(tx: &mut dyn Tx, tenant: TenantId, user: UserId) -> Result<User, Co
     tx.user(tenant, user)?.ok_or(CoreError::UserNotFound)
 }
 
+/// The roster the rules need: the active count and the memberships of
+/// `users` — point lookups, not the whole member list.
+fn roster(tx: &mut dyn Tx, chat: &Chat, users: &[Option<UserId>]) -> Result<policy::Roster, CoreError> {
+    let count = tx.active_count(chat.tenant_id, chat.id)?;
+    let mut known = Vec::new();
+    for u in users.iter().flatten() {
+        if let Some(m) = tx.membership(chat.tenant_id, chat.id, *u)? {
+            known.push(m);
+        }
+    }
+    Ok(policy::Roster::new(count, known))
+}
+
 fn pinned_line(tx: &mut dyn Tx, chat: &Chat) -> Result<Option<Line>, CoreError> {
     match chat.line_id {
         Some(id) => tx.line(chat.tenant_id, id),
@@ -128,7 +141,13 @@ fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, policy::Lea
         _ => None,
     };
     let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
-    let members = tx.active_members(chat.tenant_id, chat.id)?;
+    let line = pinned_line(tx, &chat)?;
+    let leaver = match &cmd.leaver {
+        Leaver::User(id) => Some(*id),
+        Leaver::Bot { .. } => bot,
+        Leaver::Line => None,
+    };
+    let members = roster(tx, &chat, &[leaver, line.as_ref().map(|l| l.user_id)])?;
     let (user_id, decision) = match (&cmd.leaver, bot) {
         (Leaver::User(id), _) => {
             let user = find_user(tx, cmd.tenant, *id)?;
@@ -141,7 +160,6 @@ fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, policy::Lea
         }
         (Leaver::Bot { .. }, None) => return Err(CoreError::BotNotFound),
         (Leaver::Line, _) => {
-            let line = pinned_line(tx, &chat)?;
             let decision = policy::imessage_leave(&chat, &members, line.as_ref())?;
             let line = line.ok_or(CoreError::NotSupported)?;
             (line.user_id, decision)
@@ -216,7 +234,6 @@ fn plan_remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<(Chat, User), CoreError>
         }
     };
     let chat = find_chat(tx, cmd.tenant, chat_id)?;
-    let members = tx.active_members(chat.tenant_id, chat.id)?;
     let actor = match cmd.actor {
         Some(id) => Some(find_user(tx, cmd.tenant, id)?),
         None => None,
@@ -231,15 +248,18 @@ fn plan_remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<(Chat, User), CoreError>
         },
     };
     let latest = tx.membership(chat.tenant_id, chat.id, target.id)?;
+    let line = pinned_line(tx, &chat)?;
+    let members = roster(
+        tx,
+        &chat,
+        &[cmd.actor, Some(target.id), line.as_ref().map(|l| l.user_id)],
+    )?;
     match cmd.policy {
         RemovePolicy::OpenLine => {
             let actor = actor.as_ref().ok_or(CoreError::PermissionDenied)?;
             policy::crm_remove(&chat, &members, actor, &target, latest.as_ref())?
         }
-        RemovePolicy::IMessage => {
-            let line = pinned_line(tx, &chat)?;
-            policy::imessage_remove(&chat, &members, line.as_ref(), target.id, latest.as_ref())?
-        }
+        RemovePolicy::IMessage => policy::imessage_remove(&chat, &members, line.as_ref(), target.id, latest.as_ref())?,
         RemovePolicy::Bitrix => {
             let actor = actor.as_ref().ok_or(CoreError::PermissionDenied)?;
             policy::bitrix_remove(&chat, &members, actor, target.id, latest.as_ref())?
@@ -293,7 +313,6 @@ pub struct AddOutcome {
 /// without creating a contact for a new handle).
 pub fn check_add(tx: &mut dyn Tx, cmd: &Add) -> Result<Chat, CoreError> {
     let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
-    let members = tx.active_members(chat.tenant_id, chat.id)?;
     let actor = match cmd.actor {
         Some(id) => Some(find_user(tx, cmd.tenant, id)?),
         None => None,
@@ -312,13 +331,17 @@ pub fn check_add(tx: &mut dyn Tx, cmd: &Add) -> Result<Chat, CoreError> {
             app_id: None,
         },
     };
+    let members = roster(
+        tx,
+        &chat,
+        &[cmd.actor, Some(target.id), line.as_ref().map(|l| l.user_id)],
+    )?;
     policy::add_member(&chat, &members, line.as_ref(), actor.as_ref(), &target)?;
     Ok(chat)
 }
 
 pub fn add(tx: &mut dyn Tx, cmd: &Add) -> Result<AddOutcome, CoreError> {
     let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
-    let members = tx.active_members(chat.tenant_id, chat.id)?;
     let actor = match cmd.actor {
         Some(id) => Some(find_user(tx, cmd.tenant, id)?),
         None => None,
@@ -328,6 +351,11 @@ pub fn add(tx: &mut dyn Tx, cmd: &Add) -> Result<AddOutcome, CoreError> {
     // so a refused add leaves nothing behind (the transaction would roll
     // back anyway; this keeps the error order of the docs).
     let target = resolve_member(tx, cmd.tenant, &cmd.member, true)?.ok_or(CoreError::UserNotFound)?;
+    let members = roster(
+        tx,
+        &chat,
+        &[cmd.actor, Some(target.id), line.as_ref().map(|l| l.user_id)],
+    )?;
     let added = policy::add_member(&chat, &members, line.as_ref(), actor.as_ref(), &target)?;
     let mut ev = None;
     if added {
@@ -364,7 +392,7 @@ pub struct TransferOwner {
 
 pub fn transfer_owner(tx: &mut dyn Tx, cmd: &TransferOwner) -> Result<Chat, CoreError> {
     let mut chat = find_chat(tx, cmd.tenant, cmd.chat)?;
-    let members = tx.active_members(chat.tenant_id, chat.id)?;
+    let members = roster(tx, &chat, &[cmd.actor, Some(cmd.new_owner), chat.owner_id])?;
     let actor = match cmd.actor {
         Some(id) => Some(find_user(tx, cmd.tenant, id)?),
         None => None,
@@ -375,7 +403,7 @@ pub fn transfer_owner(tx: &mut dyn Tx, cmd: &TransferOwner) -> Result<Chat, Core
         return Ok(chat);
     }
     if let Some(old) = chat.owner_id {
-        if members.iter().any(|m| m.user_id == old) {
+        if members.active(old).is_some() {
             tx.set_role(chat.tenant_id, chat.id, old, Role::Member)?;
         }
     }
@@ -412,7 +440,6 @@ pub struct SendMessage {
 
 pub fn send_message(tx: &mut dyn Tx, cmd: &SendMessage) -> Result<(Chat, Message), CoreError> {
     let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
-    let members = tx.active_members(chat.tenant_id, chat.id)?;
     let (author_id, line) = match cmd.author {
         Author::User(id) => (id, None),
         Author::Line => {
@@ -422,6 +449,7 @@ pub fn send_message(tx: &mut dyn Tx, cmd: &SendMessage) -> Result<(Chat, Message
     };
     let author = find_user(tx, cmd.tenant, author_id)?;
     let latest = tx.membership(chat.tenant_id, chat.id, author.id)?;
+    let members = roster(tx, &chat, &[Some(author.id)])?;
     policy::send_message(&members, &author, latest.as_ref())?;
     if let Some(line) = line {
         policy::line_can_deliver(&line)?;
@@ -656,8 +684,8 @@ pub fn run_operation(tx: &mut dyn Tx, op: &Operation) -> Result<(), CoreError> {
 /// Checks the pinned line is still in the chat (typing, mark read).
 pub fn line_presence(tx: &mut dyn Tx, tenant: TenantId, chat: ChatId) -> Result<Chat, CoreError> {
     let chat = find_chat(tx, tenant, chat)?;
-    let members = tx.active_members(chat.tenant_id, chat.id)?;
     let line = pinned_line(tx, &chat)?;
+    let members = roster(tx, &chat, &[line.as_ref().map(|l| l.user_id)])?;
     policy::line_present(&chat, &members, line.as_ref())?;
     Ok(chat)
 }

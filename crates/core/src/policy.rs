@@ -54,8 +54,45 @@ pub struct LeaveDecision {
     pub keep_owner: bool,
 }
 
-fn active(members: &[Membership], user: UserId) -> Option<&Membership> {
-    members.iter().find(|m| m.user_id == user && m.is_active())
+/// What the rules know of a chat's members: how many are active, and the
+/// active memberships of the users the command is about. Stores fill it with
+/// a count and point lookups, so a rule's cost does not grow with the group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roster {
+    count: usize,
+    known: Vec<Membership>,
+}
+
+impl Roster {
+    /// `count` active members; `known` the memberships looked up (inactive
+    /// ones are ignored).
+    pub fn new(count: usize, known: Vec<Membership>) -> Roster {
+        Roster {
+            count,
+            known: known.into_iter().filter(Membership::is_active).collect(),
+        }
+    }
+
+    /// From a full member list (tests, callers that have it anyway).
+    pub fn from_members(members: &[Membership]) -> Roster {
+        let known: Vec<Membership> = members.iter().filter(|m| m.is_active()).cloned().collect();
+        Roster {
+            count: known.len(),
+            known,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn active(&self, user: UserId) -> Option<&Membership> {
+        self.known.iter().find(|m| m.user_id == user)
+    }
+}
+
+fn active(members: &Roster, user: UserId) -> Option<&Membership> {
+    members.active(user)
 }
 
 /// "Not a member" vs "no longer a member": the latest row tells which.
@@ -69,7 +106,7 @@ fn absent(latest: Option<&Membership>) -> CoreError {
 /// `LeavePolicy::Bitrix` — seed 000 and `im.chat.leave`.
 pub fn bitrix_leave(
     chat: &Chat,
-    members: &[Membership],
+    members: &Roster,
     user: &User,
     latest: Option<&Membership>,
 ) -> Result<LeaveDecision, CoreError> {
@@ -112,7 +149,7 @@ pub fn resolve_bot(
 /// `LeavePolicy::Bot`, step 2 — may this bot leave this chat (seed 001).
 pub fn bot_leave(
     chat: &Chat,
-    members: &[Membership],
+    members: &Roster,
     bot: UserId,
     latest: Option<&Membership>,
 ) -> Result<LeaveDecision, CoreError> {
@@ -137,7 +174,7 @@ pub fn bot_leave(
 /// Checks shared by every iMessage group operation executed by the pinned
 /// line (seed 003): a group, with a pinned line and a chat key, on which
 /// the line is still present and able to deliver.
-fn imessage_group_ready(chat: &Chat, members: &[Membership], line: Option<&Line>) -> Result<(), CoreError> {
+fn imessage_group_ready(chat: &Chat, members: &Roster, line: Option<&Line>) -> Result<(), CoreError> {
     if chat.kind == ChatKind::Dm {
         return Err(CoreError::DirectChat);
     }
@@ -154,9 +191,9 @@ fn imessage_group_ready(chat: &Chat, members: &[Membership], line: Option<&Line>
 }
 
 /// `LeavePolicy::IMessage` — seeds 003 and 004: the pinned line leaves.
-pub fn imessage_leave(chat: &Chat, members: &[Membership], line: Option<&Line>) -> Result<LeaveDecision, CoreError> {
+pub fn imessage_leave(chat: &Chat, members: &Roster, line: Option<&Line>) -> Result<LeaveDecision, CoreError> {
     imessage_group_ready(chat, members, line)?;
-    let count = members.iter().filter(|m| m.is_active()).count();
+    let count = members.count();
     if count <= IMESSAGE_MIN_GROUP {
         return Err(CoreError::GroupTooSmall {
             min_remaining: IMESSAGE_MIN_GROUP,
@@ -180,7 +217,7 @@ pub fn resolve_crm_chat(entity_chats: &[ChatId], chat_id: Option<ChatId>) -> Res
 /// the chat: its owner or one of its active members (the operators).
 pub fn crm_remove(
     chat: &Chat,
-    members: &[Membership],
+    members: &Roster,
     actor: &User,
     target: &User,
     target_latest: Option<&Membership>,
@@ -205,7 +242,7 @@ pub fn crm_remove(
 /// not below Apple's minimum of 3 (Chert: "at minimum size 3 → 1002").
 pub fn imessage_remove(
     chat: &Chat,
-    members: &[Membership],
+    members: &Roster,
     line: Option<&Line>,
     target: UserId,
     target_latest: Option<&Membership>,
@@ -214,7 +251,7 @@ pub fn imessage_remove(
     if active(members, target).is_none() {
         return Err(absent(target_latest));
     }
-    let count = members.iter().filter(|m| m.is_active()).count();
+    let count = members.count();
     if count <= IMESSAGE_MIN_GROUP {
         return Err(CoreError::GroupTooSmall {
             min_remaining: IMESSAGE_MIN_GROUP,
@@ -227,7 +264,7 @@ pub fn imessage_remove(
 /// others; nobody removes the owner (they must transfer first).
 pub fn bitrix_remove(
     chat: &Chat,
-    members: &[Membership],
+    members: &Roster,
     actor: &User,
     target: UserId,
     target_latest: Option<&Membership>,
@@ -250,11 +287,7 @@ pub fn bitrix_remove(
 }
 
 /// `RemovePolicy::Admin` — the target must be an active member.
-pub fn admin_remove(
-    members: &[Membership],
-    target: UserId,
-    target_latest: Option<&Membership>,
-) -> Result<(), CoreError> {
+pub fn admin_remove(members: &Roster, target: UserId, target_latest: Option<&Membership>) -> Result<(), CoreError> {
     match active(members, target) {
         Some(_) => Ok(()),
         None => Err(absent(target_latest)),
@@ -265,7 +298,7 @@ pub fn admin_remove(
 /// user is already an active member (adding is idempotent everywhere).
 pub fn add_member(
     chat: &Chat,
-    members: &[Membership],
+    members: &Roster,
     line: Option<&Line>,
     actor: Option<&User>,
     target: &User,
@@ -287,7 +320,7 @@ pub fn add_member(
         return Ok(false);
     }
     if chat.network == Network::Imessage {
-        let count = members.iter().filter(|m| m.is_active()).count();
+        let count = members.count();
         // 31 recipients plus the line itself.
         if count + 1 > IMESSAGE_MAX_RECIPIENTS + 1 {
             return Err(CoreError::TooManyParticipants {
@@ -301,12 +334,7 @@ pub fn add_member(
 /// Transferring ownership (`im.chat.setOwner`, Vibecode `POST …/owner`):
 /// only the current owner may — even one who has already left (seed 000:
 /// they stay owner) — and only to an active member.
-pub fn transfer_owner(
-    chat: &Chat,
-    members: &[Membership],
-    actor: Option<&User>,
-    new_owner: UserId,
-) -> Result<(), CoreError> {
+pub fn transfer_owner(chat: &Chat, members: &Roster, actor: Option<&User>, new_owner: UserId) -> Result<(), CoreError> {
     if chat.kind == ChatKind::Dm {
         return Err(CoreError::DirectChat);
     }
@@ -323,7 +351,7 @@ pub fn transfer_owner(
 
 /// Sending a message: the author must be in the chat. One who left gets
 /// `LeftChat` (Linq: 409/2013 "This chat is unavailable").
-pub fn send_message(members: &[Membership], author: &User, latest: Option<&Membership>) -> Result<(), CoreError> {
+pub fn send_message(members: &Roster, author: &User, latest: Option<&Membership>) -> Result<(), CoreError> {
     if !author.active {
         return Err(CoreError::PermissionDenied);
     }
@@ -349,7 +377,7 @@ pub fn line_can_deliver(line: &Line) -> Result<(), CoreError> {
 /// Linq: every interaction with a chat (send, typing, read, update,
 /// participants, leave) needs the pinned line still in it (seed 004: "all
 /// interaction endpoints ... will return 409" after leaving).
-pub fn line_present(chat: &Chat, members: &[Membership], line: Option<&Line>) -> Result<(), CoreError> {
+pub fn line_present(chat: &Chat, members: &Roster, line: Option<&Line>) -> Result<(), CoreError> {
     let line = line.ok_or(CoreError::NotSupported)?;
     if chat.network != Network::Imessage {
         return Err(CoreError::NotSupported);

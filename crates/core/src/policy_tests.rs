@@ -49,8 +49,8 @@ fn left(u: UserId) -> Membership {
     }
 }
 
-fn members(us: &[UserId]) -> Vec<Membership> {
-    us.iter().copied().map(member).collect()
+fn members(us: &[UserId]) -> Roster {
+    Roster::from_members(&us.iter().copied().map(member).collect::<Vec<_>>())
 }
 
 fn user(id: UserId) -> User {
@@ -257,13 +257,7 @@ fn imessage_leave_rules() {
     let line_left = members(&[ALICE, BOB, CAROL]);
     let ok = Ok(LeaveDecision { keep_owner: false });
     let small = Err(CoreError::GroupTooSmall { min_remaining: 3 });
-    let cases: Vec<(
-        &str,
-        &Chat,
-        &[Membership],
-        Option<Line>,
-        Result<LeaveDecision, CoreError>,
-    )> = vec![
+    let cases: Vec<(&str, &Chat, &Roster, Option<Line>, Result<LeaveDecision, CoreError>)> = vec![
         (
             "4 members: the line leaves, 3 remain",
             &group,
@@ -448,14 +442,7 @@ fn imessage_remove_rules() {
         chat_key: None,
         ..group.clone()
     };
-    let cases: Vec<(
-        &str,
-        &Chat,
-        &[Membership],
-        UserId,
-        Option<Membership>,
-        Result<(), CoreError>,
-    )> = vec![
+    let cases: Vec<(&str, &Chat, &Roster, UserId, Option<Membership>, Result<(), CoreError>)> = vec![
         ("remove from 4", &group, &four, CAROL, Some(member(CAROL)), Ok(())),
         ("at minimum size 3", &group, &three, BOB, Some(member(BOB)), small),
         (

@@ -47,6 +47,8 @@ pub trait Tx {
     /// `SELECT … FOR UPDATE`; a no-op where the transaction already holds
     /// the single writer).
     fn lock_chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>>;
+    /// How many members are active.
+    fn active_count(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<usize>;
     /// Active memberships, oldest first.
     fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>>;
     /// The latest membership row of the user in the chat (active or not).

@@ -288,6 +288,18 @@ impl Tx for SqliteTx<'_> {
         self.chat(tenant, id)
     }
 
+    fn active_count(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<usize> {
+        // Counted on the partial index of active memberships.
+        let n: i64 = self
+            .one(
+                "SELECT COUNT(*) FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND left_at IS NULL",
+                params![tenant.0, chat.0],
+                |r| r.get(0),
+            )?
+            .unwrap_or(0);
+        Ok(n as usize)
+    }
+
     fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
         self.many(
             &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND left_at IS NULL ORDER BY seq"),
