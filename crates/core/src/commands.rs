@@ -135,8 +135,18 @@ fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, policy::Lea
                 Some(id) => tx.user(cmd.tenant, *id)?,
                 None => None,
             };
-            let app_bots = tx.bots_of_app(cmd.tenant, *app)?;
-            Some(policy::resolve_bot(*app, *bot_id, requested.as_ref(), &app_bots)?)
+            // An unregistered (deactivated) bot is no bot of the app.
+            let app_bots: Vec<User> = tx
+                .bots_of_app(cmd.tenant, *app)?
+                .into_iter()
+                .filter(|b| b.active)
+                .collect();
+            Some(policy::resolve_bot(
+                *app,
+                *bot_id,
+                requested.as_ref().filter(|u| u.active),
+                &app_bots,
+            )?)
         }
         _ => None,
     };
@@ -242,9 +252,20 @@ fn plan_remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<(Chat, User), CoreError>
         Some(u) => u,
         // An unknown handle is simply not in the group; an unknown id is
         // an unknown user.
-        None => match cmd.member {
-            MemberRef::Handle(_) => return Err(CoreError::NotAMember),
-            MemberRef::Id(_) => return Err(CoreError::UserNotFound),
+        // For an iMessage group a stand-in that was never a member lets the
+        // group-level rules answer first (e.g. 409 after the line left).
+        None => match (&cmd.member, cmd.policy) {
+            (MemberRef::Handle(_), RemovePolicy::IMessage) => User {
+                tenant_id: cmd.tenant,
+                id: UserId(0),
+                kind: UserKind::Person,
+                name: String::new(),
+                handle: None,
+                active: true,
+                app_id: None,
+            },
+            (MemberRef::Handle(_), _) => return Err(CoreError::NotAMember),
+            (MemberRef::Id(_), _) => return Err(CoreError::UserNotFound),
         },
     };
     let latest = tx.membership(chat.tenant_id, chat.id, target.id)?;

@@ -110,8 +110,12 @@ pub fn bitrix_leave(
     user: &User,
     latest: Option<&Membership>,
 ) -> Result<LeaveDecision, CoreError> {
-    if chat.kind == ChatKind::Dm {
-        return Err(CoreError::DirectChat);
+    match chat.kind {
+        ChatKind::Dm => return Err(CoreError::DirectChat),
+        // im.chat.leave: "It is forbidden to delete users of this chat" —
+        // open-line chats are left through the open line, not the messenger.
+        ChatKind::OpenLine => return Err(CoreError::RemovalForbidden),
+        ChatKind::Group => {}
     }
     if active(members, user.id).is_none() {
         return Err(absent(latest));

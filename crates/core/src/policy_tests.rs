@@ -86,6 +86,7 @@ fn line(active: bool) -> Line {
 #[test]
 fn bitrix_leave_rules() {
     let group = chat(ChatKind::Group, Network::Internal);
+    let open_line = chat(ChatKind::OpenLine, Network::Internal);
     let dm = chat(ChatKind::Dm, Network::Internal);
     let in_chat = members(&[OWNER, ALICE]);
     let cases: Vec<(
@@ -116,6 +117,13 @@ fn bitrix_leave_rules() {
             ALICE,
             Some(member(ALICE)),
             Err(CoreError::DirectChat),
+        ),
+        (
+            "open-line chat forbids leaving",
+            &open_line,
+            ALICE,
+            Some(member(ALICE)),
+            Err(CoreError::RemovalForbidden),
         ),
         ("never a member", &group, STRANGER, None, Err(CoreError::NotAMember)),
         (

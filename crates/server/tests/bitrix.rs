@@ -1086,3 +1086,71 @@ async fn vibecode_and_im_chat_leave_follow_the_same_policy() {
     assert_err(&b, 403, "ACCESS_DENIED_KICK", "Access denied to kick user from chat");
     assert_eq!(v.body["error"]["message"], b.body["error_description"]);
 }
+
+#[tokio::test]
+async fn review_fixes_in_the_bitrix_face() {
+    let s = TestServer::start_bitrix(confab_server::app::HttpLimits::default(), None, Some(1e-9)).await;
+    s.apply(world()).await;
+    // An unregistered bot is "not found", and BOT_ID absent skips it.
+    assert_ok(&oauth(&s, "imbot.unregister", "tok-bots", json!({"BOT_ID": 100})).await);
+    let r = oauth(
+        &s,
+        "imbot.chat.leave",
+        "tok-bots",
+        json!({"CHAT_ID": 10, "BOT_ID": 100}),
+    )
+    .await;
+    assert_err(&r, 400, "BOT_ID_ERROR", "Bot not found");
+    let r = oauth(&s, "imbot.chat.leave", "tok-bots", json!({"CHAT_ID": 10})).await;
+    assert_ok(&r);
+    assert!(
+        !s.members("portal", 10).await.contains(&101),
+        "the first live bot (101) left"
+    );
+    // Open-line chats cannot be left through the messenger.
+    let r = hook(&s, "hookalice", "im.chat.leave", json!({"CHAT_ID": 13})).await;
+    assert_err(&r, 403, "ACCESS_ERROR", "It is forbidden to delete users of this chat");
+    // CRM add needs access to the chat.
+    let r = hook(
+        &s,
+        "hookfrank",
+        "imopenlines.crm.chat.user.add",
+        json!({"CRM_ENTITY_TYPE": "lead", "CRM_ENTITY": 1205, "USER_ID": 6, "CHAT_ID": 13}),
+    )
+    .await;
+    assert_err(
+        &r,
+        403,
+        "ACCESS_DENIED",
+        "Access denied! You don't have access to join user to chat",
+    );
+    // The operating limit counts the commands inside a batch, not the batch.
+    assert_ok(&hook(&s, "hookalice", "im.chat.user.list", json!({"CHAT_ID": 10})).await);
+    let r = hook(
+        &s,
+        "hookalice",
+        "batch",
+        json!({"cmd": {"a": "im.chat.user.list?CHAT_ID=10", "b": "im.chat.get?ENTITY_TYPE=X&ENTITY_ID=1"}}),
+    )
+    .await;
+    let res = assert_ok(&r);
+    assert_eq!(res["result_error"]["a"]["error"], "OPERATION_TIME_LIMIT", "{}", r.text);
+    assert!(
+        res["result"]["b"].is_null() && res["result_error"]["b"].is_null(),
+        "{}",
+        r.text
+    );
+    let r = hook(
+        &s,
+        "hookalice",
+        "batch",
+        json!({"cmd": {"b": "im.chat.get?ENTITY_TYPE=X&ENTITY_ID=1"}}),
+    )
+    .await;
+    assert_eq!(
+        assert_ok(&r)["result_error"]["b"]["error"],
+        "OPERATION_TIME_LIMIT",
+        "nested calls are counted: {}",
+        r.text
+    );
+}

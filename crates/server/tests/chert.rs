@@ -143,10 +143,10 @@ async fn leave_errors_1002_1006_2002_4099_4001() {
     let no_key = chert_id(&s, 5).await;
     let r = signed(&s, Method::POST, &format!("/api/v1/chats/{no_key}/leave"), None).await;
     assert_chert(&r, 501, 4099, "Group is missing its chat key or has no pinned line");
-    // A Bitrix chat has no pinned line.
+    // A Bitrix chat is not one of Chert's iMessage chats.
     let internal = chert_id(&s, 6).await;
     let r = signed(&s, Method::POST, &format!("/api/v1/chats/{internal}/leave"), None).await;
-    assert_chert(&r, 501, 4099, "Group is missing its chat key or has no pinned line");
+    assert_chert(&r, 404, 2002, "Chat not found");
     // Another tenant's chat is not found.
     let id = chert_id(&s, 1).await;
     let r = signed_with(
@@ -516,7 +516,7 @@ async fn create_errors_1001_1003_1006_2006_4099() {
         1003,
         "Invalid phone number: 415-555-1001 (expected E.164, e.g. +14155551234)",
     );
-    let many: Vec<String> = (0..32).map(|i| format!("+1415555{i:04}")).collect();
+    let many: Vec<String> = (0..32).map(|i| format!("+1415556{i:04}")).collect();
     let r = signed(
         &s,
         Method::POST,
@@ -558,7 +558,7 @@ async fn create_errors_1001_1003_1006_2006_4099() {
         .await;
     assert_eq!(r.body["error"]["code"], 1001, "{}", r.text);
     // 31 recipients is fine.
-    let ok: Vec<String> = (0..31).map(|i| format!("+1415555{i:04}")).collect();
+    let ok: Vec<String> = (0..31).map(|i| format!("+1415556{i:04}")).collect();
     let r = signed(
         &s,
         Method::POST,
@@ -801,4 +801,42 @@ async fn python_client_signing_as_the_seed_drives_a_scenario() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "scenario failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("scenario ok"), "{stdout}");
+}
+
+#[tokio::test]
+async fn an_expired_signing_secret_is_refused() {
+    let mut w = world();
+    w.tenants[0]
+        .credentials
+        .push(confab_faces::admin::world::CredentialSpec {
+            kind: "chert_signing".into(),
+            secret: Some("expired-secret".into()),
+            user: None,
+            app: None,
+            scopes: vec![],
+            expires_at: Some(1000),
+            expires_in: None,
+            label: None,
+        });
+    let s = TestServer::with_world(w).await;
+    let r = s
+        .call(
+            Method::GET,
+            "/api/v1/phone-numbers",
+            &[("authorization", "Bearer expired-secret")],
+            None,
+        )
+        .await;
+    assert_chert(&r, 401, 2004, "Invalid bearer token");
+    let r = signed_with(
+        &s,
+        Method::GET,
+        "/api/v1/phone-numbers",
+        None,
+        "expired-secret",
+        "acme",
+        fresh_ts(),
+    )
+    .await;
+    assert_chert(&r, 401, 2004, "Invalid signature");
 }

@@ -600,3 +600,42 @@ async fn openapi_document() {
     );
     assert!(r.body["paths"]["/api/partner/v3/chats/{chatId}/leave"]["post"].is_object());
 }
+
+#[tokio::test]
+async fn an_expired_key_is_refused_and_a_retried_send_after_leaving_is_409() {
+    let mut w = world();
+    w.tenants[0]
+        .credentials
+        .push(confab_faces::admin::world::CredentialSpec {
+            kind: "linq_api_key".into(),
+            secret: Some("old-key".into()),
+            user: None,
+            app: None,
+            scopes: vec![],
+            expires_at: Some(1000),
+            expires_in: None,
+            label: None,
+        });
+    let s = TestServer::with_world(w).await;
+    let id = uuid(&s, 1).await;
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/partner/v3/chats/{id}"),
+            &[("authorization", "Bearer old-key")],
+            None,
+        )
+        .await;
+    assert_linq(&r, 401, 2004, "Unauthorized - missing or invalid authentication token");
+    let msg = json!({"message": {"parts": [{"type": "text", "value": "once"}], "idempotency_key": "same"}});
+    assert_eq!(
+        linq(&s, Method::POST, &format!("/v3/chats/{id}/messages"), Some(msg.clone()))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let r = linq(&s, Method::POST, &format!("/v3/chats/{id}/leave"), None).await;
+    settled(&s, r.body["trace_id"].as_str().unwrap()).await;
+    let r = linq(&s, Method::POST, &format!("/v3/chats/{id}/messages"), Some(msg)).await;
+    assert_linq(&r, 409, 2013, "This chat is unavailable");
+}

@@ -91,12 +91,23 @@ pub async fn run(st: &AppState, ctx: &Ctx, p: &Params) -> Value {
                 Some(scope) if !scope.is_empty() && !ctx.scopes.iter().any(|s| s == scope) => {
                     Err(system::insufficient_scope(ctx.webhook))
                 }
+                Some(_)
+                    if st
+                        .operating
+                        .check(ctx.credential_id, &name, crate::common::now())
+                        .is_err() =>
+                {
+                    Err(system::operation_time_limit())
+                }
                 Some(_) => {
                     let mut params = Params::default();
                     for (k, v) in form_urlencoded(query) {
                         params.insert(&k, Value::String(substitute(&v, &results)));
                     }
-                    methods::call(st, ctx, &name, &params).await
+                    let out = methods::call(st, ctx, &name, &params).await;
+                    st.operating
+                        .record(ctx.credential_id, &name, crate::common::now(), clock.elapsed());
+                    out
                 }
             }
         };

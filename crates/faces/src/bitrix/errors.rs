@@ -115,7 +115,8 @@ pub fn word(method: Method, e: &CoreError) -> BitrixError {
                 "WRONG_REQUEST",
                 "Change owner can only owner and user must be member in chat",
             ),
-            (ImMessageAdd | ImbotMessageAdd, _) => b(403, "ACCESS_ERROR", "You don't have access to this chat"),
+            // im.message.add documents its errors as HTTP 400.
+            (ImMessageAdd | ImbotMessageAdd, _) => b(400, "ACCESS_ERROR", "You don't have access to this chat"),
             _ => b(403, "ACCESS_ERROR", ACTION_UNAVAILABLE),
         },
         DirectChat => b(403, "ACCESS_ERROR", ACTION_UNAVAILABLE),

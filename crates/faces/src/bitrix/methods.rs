@@ -819,10 +819,11 @@ async fn crm_user(st: &AppState, ctx: Ctx, p: Params, add: bool) -> R {
         if add {
             let chats = tx.crm_chats(ctx.tenant.id, entity)?;
             let chat_id = policy::resolve_crm_chat(&chats, chat)?;
+            // The caller needs access to the chat (its owner or a member).
             let cmd = Add {
                 tenant: ctx.tenant.id,
                 chat: chat_id,
-                actor: None,
+                actor: Some(ctx.user),
                 member: MemberRef::Id(target),
                 trace_id: None,
             };

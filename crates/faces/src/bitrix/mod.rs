@@ -154,15 +154,17 @@ async fn serve(
         return Err(system::query_limit());
     }
     let now = now();
+    // "The outer batch call is not counted; nested calls are" (limits.md):
+    // batch::run checks and records each command itself.
+    if method == "batch" {
+        let result = batch::run(st, &ctx, &p).await;
+        return Ok(envelope::success(json!({"result": result, "time": clock.time(0.0, 0)})));
+    }
     if st.operating.check(ctx.credential_id, &method, now).is_err() {
         return Err(system::operation_time_limit());
     }
-    let (result, total, next) = if method == "batch" {
-        (batch::run(st, &ctx, &p).await, None, None)
-    } else {
-        let o = methods::call(st, &ctx, &method, &p).await?;
-        (o.result, o.total, o.next)
-    };
+    let o = methods::call(st, &ctx, &method, &p).await?;
+    let (result, total, next) = (o.result, o.total, o.next);
     let usage = st.operating.record(ctx.credential_id, &method, now, clock.elapsed());
     let mut body = json!({"result": result, "time": clock.time(usage.operating, usage.reset_at)});
     if let Some(t) = total {

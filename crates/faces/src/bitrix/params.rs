@@ -179,8 +179,15 @@ fn php_path(key: &str) -> Vec<String> {
     parts
 }
 
+/// PHP's `max_input_nesting_level` default: deeper keys are dropped, so a
+/// hostile `a[][][]...` key cannot exhaust the stack.
+pub const MAX_NESTING: usize = 64;
+
 fn insert_php(map: &mut Map<String, Value>, key: &str, v: Value) {
     let path = php_path(key);
+    if path.len() > MAX_NESTING {
+        return;
+    }
     insert_path(map, &path, v);
 }
 
@@ -218,6 +225,15 @@ mod tests {
         assert_eq!(p.get("select"), Some(&json!({"0": "ID", "1": "NAME"})));
         assert_eq!(p.int("chat_id").unwrap(), Some(13), "case-insensitive");
         assert_eq!(p.str("T").as_deref(), Some("a b"));
+    }
+
+    #[test]
+    fn hostile_nesting_is_dropped() {
+        let mut p = Params::default();
+        let deep = format!("a{}=1&b[0]=2", "[]".repeat(200_000));
+        p.merge_form(&deep);
+        assert!(p.get("a").is_none());
+        assert_eq!(p.int_list("b").unwrap(), Some(vec![2]));
     }
 
     #[test]

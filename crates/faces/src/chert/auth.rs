@@ -95,7 +95,7 @@ pub async fn authenticate(
             let secrets: Vec<String> = tx
                 .credentials(tenant.id)?
                 .into_iter()
-                .filter(|c| c.kind == CredentialKind::ChertSigning)
+                .filter(|c| c.kind == CredentialKind::ChertSigning && c.expires_at.is_none_or(|e| e > now))
                 .filter_map(|c| c.secret)
                 .collect();
             Ok(Some((tenant, secrets)))
@@ -132,10 +132,14 @@ pub async fn authenticate(
         .map(str::trim)
         .ok_or_else(|| ChertError::auth("Missing authentication: send x-chert-signature or Authorization: Bearer"))?;
     let hash = hash_secret(token);
+    let now = now();
     let found = bounded(st.store.read(move |tx| {
         let Some(cred) = tx.credential_by_hash(CredentialKind::ChertSigning, &hash)? else {
             return Ok(None);
         };
+        if cred.expires_at.is_some_and(|e| e <= now) {
+            return Ok(None);
+        }
         tx.tenant(cred.tenant_id)
     }))
     .await

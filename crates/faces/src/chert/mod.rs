@@ -88,8 +88,11 @@ fn chat_ref(raw: &str) -> Result<uuid::Uuid, ChertError> {
         .ok_or_else(|| ChertError::new(2002, "Chat not found"))
 }
 
+/// Chert sees the tenant's iMessage chats only (a Bitrix chat is not found).
 fn find_chat(tx: &mut dyn StoreTx, tenant: TenantId, uuid: uuid::Uuid) -> Result<Chat, CoreError> {
-    tx.chat_by_uuid(tenant, uuid)?.ok_or(CoreError::ChatNotFound)
+    tx.chat_by_uuid(tenant, uuid)?
+        .filter(|c| c.network == Network::Imessage)
+        .ok_or(CoreError::ChatNotFound)
 }
 
 fn handles(tx: &mut dyn StoreTx, chat: &Chat) -> Result<Vec<User>, CoreError> {
@@ -252,14 +255,6 @@ async fn create_chat(
                     format!("Invalid phone number: {n} (expected E.164, e.g. +14155551234)"),
                 ));
             }
-        }
-        if to.len() > policy::IMESSAGE_MAX_RECIPIENTS {
-            return Err(from_core(
-                Route::Create,
-                CoreError::TooManyParticipants {
-                    max: policy::IMESSAGE_MAX_RECIPIENTS,
-                },
-            ));
         }
         let group = to.len() >= 2;
         let text = text_of(&parts, group)?;

@@ -74,10 +74,12 @@ pub async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<Tenant, 
         .filter(|k| !k.is_empty())
         .ok_or_else(LinqError::unauthorized)?;
     let hash = hash_secret(key);
+    let now = crate::common::now();
     let tenant = bounded(st.store.read(
         move |tx| match tx.credential_by_hash(CredentialKind::LinqApiKey, &hash)? {
-            Some(c) => tx.tenant(c.tenant_id),
-            None => Ok(None),
+            // An expired key is as good as none.
+            Some(c) if c.expires_at.is_none_or(|e| e > now) => tx.tenant(c.tenant_id),
+            _ => Ok(None),
         },
     ))
     .await
@@ -554,6 +556,8 @@ async fn send_message(
         }
         let v = write(&st, move |tx| {
             let chat = find_chat(tx, tenant.id, uuid)?;
+            // After leaving, even a retried send (same idempotency key) is 409.
+            commands::line_presence(tx.as_tx(), tenant.id, chat.id)?;
             let scope = format!("linq.messages:{}", chat.id);
             imessage::idempotent(tx, tenant.id, &scope, key.as_deref(), &body_hash, |tx| {
                 let cmd = SendMessage {
