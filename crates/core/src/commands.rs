@@ -722,3 +722,18 @@ pub fn rename_chat(tx: &mut dyn Tx, tenant: TenantId, chat: ChatId, title: &str)
     chat.title = title.to_string();
     Ok(chat)
 }
+
+/// A chat and its active members, for a viewer allowed to see them
+/// (`policy::can_view`); `NotAMember` otherwise.
+pub fn view_chat(
+    tx: &mut dyn Tx,
+    tenant: TenantId,
+    chat: ChatId,
+    viewer: UserId,
+) -> Result<(Chat, Vec<Membership>), CoreError> {
+    let chat = find_chat(tx, tenant, chat)?;
+    let members = roster(tx, &chat, &[Some(viewer)])?;
+    policy::can_view(&chat, &members, viewer)?;
+    let all = tx.active_members(chat.tenant_id, chat.id)?;
+    Ok((chat, all))
+}

@@ -392,6 +392,16 @@ pub fn line_present(chat: &Chat, members: &Roster, line: Option<&Line>) -> Resul
     Ok(())
 }
 
+/// Who may see a chat and its roster: an active member, or its owner (who
+/// stays owner after leaving, seed 000).
+pub fn can_view(chat: &Chat, members: &Roster, viewer: UserId) -> Result<(), CoreError> {
+    if chat.owner_id == Some(viewer) || active(members, viewer).is_some() {
+        Ok(())
+    } else {
+        Err(CoreError::NotAMember)
+    }
+}
+
 /// Renaming: groups only (Linq 1006 "Cannot update direct message chats").
 pub fn can_rename(chat: &Chat) -> Result<(), CoreError> {
     if chat.kind == ChatKind::Dm {

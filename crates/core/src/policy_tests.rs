@@ -611,6 +611,15 @@ fn send_and_create_rules() {
 }
 
 #[test]
+fn view_rules() {
+    let group = chat(ChatKind::Group, Network::Internal);
+    let without_owner = members(&[ALICE]);
+    assert_eq!(can_view(&group, &without_owner, ALICE), Ok(()), "a member");
+    assert_eq!(can_view(&group, &without_owner, OWNER), Ok(()), "the owner who left");
+    assert_eq!(can_view(&group, &without_owner, STRANGER), Err(CoreError::NotAMember));
+}
+
+#[test]
 fn line_presence_and_rename_rules() {
     let group = chat(ChatKind::Group, Network::Imessage);
     let dm = chat(ChatKind::Dm, Network::Imessage);

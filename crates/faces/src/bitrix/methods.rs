@@ -350,15 +350,14 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {
                 } else {
                     ctx.user
                 };
-                let chat = tx.chat(ctx.tenant.id, chat)?.ok_or(CoreError::ChatNotFound)?;
-                let members = tx.active_members(chat.tenant_id, chat.id)?;
-                let visible = members.iter().any(|m| m.user_id == viewer) || chat.owner_id == Some(viewer);
-                match (visible, as_bot) {
-                    (true, _) => Ok(members.iter().map(|m| m.user_id.0).collect::<Vec<_>>()),
+                match (commands::view_chat(tx.as_tx(), ctx.tenant.id, chat, viewer), as_bot) {
+                    (Ok((_, members)), _) => Ok(members.iter().map(|m| m.user_id.0).collect::<Vec<_>>()),
                     // im.chat.user.list: "empty array when the caller may
                     // not see participants (not an error)".
-                    (false, false) => Ok(vec![]),
-                    (false, true) => Err(CoreError::DirectChat),
+                    (Err(CoreError::NotAMember), false) => Ok(vec![]),
+                    // imbot.chat.user.list: ACCESS_ERROR "Action unavailable".
+                    (Err(CoreError::NotAMember), true) => Err(CoreError::DirectChat),
+                    (Err(e), _) => Err(e),
                 }
             })
             .await?;

@@ -109,11 +109,10 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> Result<
             let chat = dialog(&p)?;
             write(st, Method::ImChatGet, move |tx| {
                 let bot = own_bot(tx, &ctx, &p, b)?;
-                let c = tx.chat(ctx.tenant.id, chat)?.ok_or(CoreError::ChatNotFound)?;
-                let members = tx.active_members(c.tenant_id, c.id)?;
-                if !members.iter().any(|m| m.user_id == bot) {
-                    return Err(CoreError::ChatNotFound);
-                }
+                let (c, members) = commands::view_chat(tx.as_tx(), ctx.tenant.id, chat, bot).map_err(|e| match e {
+                    CoreError::NotAMember => CoreError::ChatNotFound,
+                    other => other,
+                })?;
                 Ok(json!({"chat": {"id": c.id.0, "dialogId": format!("chat{}", c.id.0), "title": c.title, "ownerId": c.owner_id.map(|o| o.0), "userCounter": members.len()}}))
             })
             .await?
@@ -213,10 +212,7 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> Result<
             let chat = dialog(&p)?;
             let ids = write(st, Method::ImbotChatUserList, move |tx| {
                 let bot = own_bot(tx, &ctx, &p, b)?;
-                let members = tx.active_members(ctx.tenant.id, chat)?;
-                if !members.iter().any(|m| m.user_id == bot) {
-                    return Err(CoreError::NotAMember);
-                }
+                let (_, members) = commands::view_chat(tx.as_tx(), ctx.tenant.id, chat, bot)?;
                 Ok(members.iter().map(|m| m.user_id.0).collect::<Vec<_>>())
             })
             .await?;

@@ -128,13 +128,13 @@ fn chat_json(chat: &Chat, members: usize) -> Value {
 
 /// A chat the caller may see: an active member, or its owner (who stays
 /// owner after leaving, seed 000).
+/// A chat the caller may see (`policy::can_view`); any other reads as
+/// "Chat not found".
 fn visible_chat(tx: &mut dyn StoreTx, caller: &Caller, id: ChatId) -> Result<(Chat, Vec<Membership>), CoreError> {
-    let chat = tx.chat(caller.tenant.id, id)?.ok_or(CoreError::ChatNotFound)?;
-    let members = tx.active_members(chat.tenant_id, chat.id)?;
-    if chat.owner_id != Some(caller.user) && !members.iter().any(|m| m.user_id == caller.user) {
-        return Err(CoreError::ChatNotFound);
-    }
-    Ok((chat, members))
+    commands::view_chat(tx.as_tx(), caller.tenant.id, id, caller.user).map_err(|e| match e {
+        CoreError::NotAMember => CoreError::ChatNotFound,
+        other => other,
+    })
 }
 
 async fn me(State(st): State<AppState>, headers: HeaderMap) -> VibeResult {
