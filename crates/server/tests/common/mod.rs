@@ -336,6 +336,20 @@ impl Tenant {
     }
 }
 
+/// A credential of `kind` with `secret` that expired long ago.
+pub fn expired_credential(kind: &str, secret: &str) -> CredentialSpec {
+    CredentialSpec {
+        kind: kind.into(),
+        secret: Some(secret.into()),
+        user: None,
+        app: None,
+        scopes: vec![],
+        expires_at: Some(1000),
+        expires_in: None,
+        label: None,
+    }
+}
+
 pub fn chat(id: i64, kind: &str, line: Option<&str>, owner: Option<i64>, members: Vec<MemberSpec>) -> ChatSpec {
     ChatSpec {
         id: Some(id),
