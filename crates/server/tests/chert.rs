@@ -808,16 +808,7 @@ async fn an_expired_signing_secret_is_refused() {
     let mut w = world();
     w.tenants[0]
         .credentials
-        .push(confab_faces::admin::world::CredentialSpec {
-            kind: "chert_signing".into(),
-            secret: Some("expired-secret".into()),
-            user: None,
-            app: None,
-            scopes: vec![],
-            expires_at: Some(1000),
-            expires_in: None,
-            label: None,
-        });
+        .push(expired_credential("chert_signing", "expired-secret"));
     let s = TestServer::with_world(w).await;
     let r = s
         .call(

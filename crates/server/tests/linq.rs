@@ -606,16 +606,7 @@ async fn an_expired_key_is_refused_and_a_retried_send_after_leaving_is_409() {
     let mut w = world();
     w.tenants[0]
         .credentials
-        .push(confab_faces::admin::world::CredentialSpec {
-            kind: "linq_api_key".into(),
-            secret: Some("old-key".into()),
-            user: None,
-            app: None,
-            scopes: vec![],
-            expires_at: Some(1000),
-            expires_in: None,
-            label: None,
-        });
+        .push(expired_credential("linq_api_key", "old-key"));
     let s = TestServer::with_world(w).await;
     let id = uuid(&s, 1).await;
     let r = s
