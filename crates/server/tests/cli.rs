@@ -68,11 +68,11 @@ fn demo_starts_prints_credentials_and_is_idempotent() {
     let (code, body) = get_auth(&format!("{base}/admin/v1/tenants/demo"), &token);
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["chats"].as_array().unwrap().len(), 6);
+    assert_eq!(v["chats"].as_array().unwrap().len(), 7);
     assert_eq!(
         v["users"].as_array().unwrap().len(),
-        5 + 2 + 1 + 5,
-        "5 people, 2 bots, 1 line, 5 iMessage contacts"
+        5 + 2 + 1 + 9,
+        "5 people, 2 bots, 1 line, 9 iMessage contacts"
     );
     assert_eq!(v["credentials"].as_array().unwrap().len(), 8);
     let (_, out) = stop(child);
