@@ -201,3 +201,52 @@ fn generated_admin_token_is_printed_once() {
     let (_, out) = stop(child);
     assert!(!out.contains("Generated admin token"), "{out}");
 }
+
+/// The demo banner's curl lines, run in order by a shell as a user pastes
+/// them, all succeed (needs curl and openssl: apt-get install curl openssl).
+#[test]
+fn every_demo_curl_works_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start(dir.path(), &["--demo"]);
+    // The same banner the server printed (its stdout is read only at exit).
+    let banner = confab_server::demo::banner(&base, None);
+    let cmds: Vec<&str> = banner
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("curl ") || l.starts_with("TS="))
+        .collect();
+    assert!(cmds.len() >= 8, "{banner}");
+    let script = cmds
+        .iter()
+        .map(|c| {
+            if c.starts_with("curl ") {
+                format!("{} -s -w '\\n%{{http_code}}\\n'", c)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("bash is needed (apt-get install bash curl openssl): {e}"));
+    stop(child);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let codes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() == 3 && l.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    let curls = cmds.iter().filter(|c| c.starts_with("curl ")).count();
+    assert_eq!(
+        codes.len(),
+        curls,
+        "curl (and openssl) must be installed: apt-get install curl openssl\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (code, body) in codes.iter().zip(text.lines().filter(|l| l.starts_with('{'))) {
+        assert!(code.starts_with('2'), "a demo curl failed with {code}: {body}\n{text}");
+        assert!(!body.contains("\"error\""), "{body}");
+    }
+}
