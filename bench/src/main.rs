@@ -11,6 +11,8 @@
 //! insert an event, insert an outbox row) directly on SQLite in WAL mode, with
 //! `synchronous` FULL and NORMAL, 1 and 100 leaves per transaction.
 
+mod crash;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
@@ -58,6 +60,17 @@ enum Cmd {
         pid: Option<u32>,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+    },
+    /// SIGKILL a confab at random moments under load; check nothing
+    /// acknowledged is lost and nothing is half-applied.
+    Crash {
+        /// The confab binary.
+        #[arg(long, default_value = "target/release/confab")]
+        confab: std::path::PathBuf,
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        #[arg(long, default_value_t = 200)]
+        chats: usize,
     },
     Storage {
         #[arg(long, default_value_t = 10000)]
@@ -373,5 +386,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Storage { chats, members, leaves } => storage(chats, members, leaves),
+        Cmd::Crash { confab, kills, chats } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(crash::run(&confab, kills, chats))
+        }
     }
 }

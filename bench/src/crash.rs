@@ -1,0 +1,169 @@
+//! `confab-bench crash`: kills a confab with SIGKILL at random moments while
+//! it acknowledges leaves, restarts it, and checks at the end that every
+//! acknowledged leave is in the database, that no change is half-applied
+//! (each closed membership has exactly one `left` event and vice versa) and
+//! that nobody is active twice.
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const USERS: usize = 40;
+const ADMIN: &str = "crash-admin";
+
+fn world(chats: usize) -> String {
+    let mut w = String::from("[[tenants]]\nslug = \"crash\"\nusers = [\n");
+    for u in 1..=USERS {
+        w += &format!("  {{ id = {u}, name = \"u{u}\" }},\n");
+    }
+    w += "]\nchats = [\n";
+    let members: Vec<String> = (2..=USERS).map(|u| u.to_string()).collect();
+    for c in 1..=chats {
+        w += &format!("  {{ id = {c}, owner = 1, members = [{}] }},\n", members.join(", "));
+    }
+    w += "]\ncredentials = [\n";
+    for u in 1..=USERS {
+        w += &format!(
+            "  {{ kind = \"vibecode_personal\", secret = \"vibe_api_crash_{u}\", user = {u}, scopes = [\"im\"] }},\n"
+        );
+    }
+    w + "]\n"
+}
+
+fn start(confab: &Path, dir: &Path, port: u16) -> anyhow::Result<Child> {
+    let child = Command::new(confab)
+        .current_dir(dir)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-token",
+            ADMIN,
+            "--world",
+            "world.toml",
+        ])
+        .args(["--bitrix-rate-limit", "off", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting confab")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("confab did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+pub async fn run(confab: &Path, kills: usize, chats: usize) -> anyhow::Result<()> {
+    let confab = &confab
+        .canonicalize()
+        .with_context(|| format!("no confab binary at {}", confab.display()))?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("world.toml"), world(chats))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let pairs: Vec<(usize, usize)> = (1..=chats).flat_map(|c| (2..=USERS).map(move |u| (c, u))).collect();
+    let queue = Arc::new(Mutex::new(pairs.into_iter().rev().collect::<Vec<_>>()));
+    let acked: Arc<Mutex<HashSet<(usize, usize)>>> = Arc::default();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let mut killed = 0;
+    for round in 0..=kills {
+        let mut child = start(confab, dir.path(), port)?;
+        let run_for = Duration::from_millis(150 + rand::random::<u64>() % 500);
+        let stop_at = Instant::now() + run_for;
+        let mut workers = Vec::new();
+        for _ in 0..16 {
+            let (q, a, c, b) = (queue.clone(), acked.clone(), client.clone(), base.clone());
+            workers.push(tokio::spawn(async move {
+                while Instant::now() < stop_at {
+                    let Some((chat, user)) = q.lock().map(|mut q| q.pop()).ok().flatten() else {
+                        break;
+                    };
+                    let r = c
+                        .post(format!("{b}/v1/chats/{chat}/leave"))
+                        .header("x-api-key", format!("vibe_api_crash_{user}"))
+                        .send()
+                        .await;
+                    if let Ok(r) = r {
+                        if r.status().is_success() {
+                            if let Ok(mut a) = a.lock() {
+                                a.insert((chat, user));
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        // Kill while the workers are still sending.
+        tokio::time::sleep(run_for.saturating_sub(Duration::from_millis(30))).await;
+        if round < kills {
+            child.kill()?; // SIGKILL: no graceful shutdown
+            killed += 1;
+        }
+        for w in workers {
+            let _ = w.await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Verify on a fresh start.
+    let mut child = start(confab, dir.path(), port)?;
+    let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    let (mut lost, mut violations, mut closed_total) = (0, 0, 0);
+    for chat in 1..=chats {
+        let v: Value = client
+            .get(format!("{base}/admin/v1/tenants/crash/chats/{chat}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let history = v["history"].as_array().cloned().unwrap_or_default();
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        let mut active = HashSet::new();
+        let mut closed = HashSet::new();
+        for m in &history {
+            let u = m["user_id"].as_u64().unwrap_or(0) as usize;
+            if m["left_at"].is_null() {
+                if !active.insert(u) {
+                    violations += 1; // active twice
+                }
+            } else {
+                closed.insert(u);
+            }
+        }
+        let left_events: Vec<usize> = events
+            .iter()
+            .filter(|e| e["kind"] == "left")
+            .map(|e| e["subject_id"].as_u64().unwrap_or(0) as usize)
+            .collect();
+        if left_events.len() != closed.len() || left_events.iter().any(|u| !closed.contains(u)) {
+            violations += 1; // a change without its event, or an event without its change
+        }
+        closed_total += closed.len();
+        for &(c, u) in acked.iter().filter(|(c, _)| *c == chat) {
+            if !closed.contains(&u) {
+                lost += 1;
+            }
+            let _ = c;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("kills: {killed}");
+    println!("leaves acknowledged: {}", acked.len());
+    println!("leaves in the database: {closed_total}");
+    println!("acknowledged but lost: {lost}");
+    println!("invariant violations: {violations}");
+    if lost > 0 || violations > 0 {
+        bail!("crash safety failed: {lost} lost, {violations} violations");
+    }
+    Ok(())
+}
