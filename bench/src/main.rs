@@ -12,6 +12,7 @@
 //! `synchronous` FULL and NORMAL, 1 and 100 leaves per transaction.
 
 mod crash;
+mod imessage;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -35,6 +36,14 @@ enum Workload {
     Concentrated,
 }
 
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq)]
+enum Face {
+    Vibecode,
+    Bitrix,
+    Chert,
+    Linq,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     Load {
@@ -44,6 +53,10 @@ enum Cmd {
         admin_token: String,
         #[arg(long, value_enum, default_value = "scattered")]
         workload: Workload,
+        /// Which face leaves: vibecode, bitrix (im.chat.leave by webhook),
+        /// chert (HMAC-signed) or linq (accept, then the webhook).
+        #[arg(long, value_enum, default_value = "vibecode")]
+        face: Face,
         /// Chats (scattered default 10000; concentrated default 4).
         #[arg(long)]
         chats: Option<usize>,
@@ -82,7 +95,7 @@ enum Cmd {
     },
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -90,26 +103,26 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn peak_rss_mb(pid: Option<u32>) -> Option<f64> {
+pub(crate) fn peak_rss_mb(pid: Option<u32>) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
-struct Phase {
-    name: String,
-    ok: usize,
-    errors: usize,
-    seconds: f64,
-    latencies_ms: Vec<f64>,
+pub(crate) struct Phase {
+    pub(crate) name: String,
+    pub(crate) ok: usize,
+    pub(crate) errors: usize,
+    pub(crate) seconds: f64,
+    pub(crate) latencies_ms: Vec<f64>,
 }
 
 impl Phase {
-    fn throughput(&self) -> f64 {
+    pub(crate) fn throughput(&self) -> f64 {
         self.ok as f64 / self.seconds.max(1e-9)
     }
-    fn json(&self, ceiling: f64) -> Value {
+    pub(crate) fn json(&self, ceiling: f64) -> Value {
         let l = &self.latencies_ms;
         json!({
             "phase": self.name, "ok": self.ok, "errors": self.errors, "seconds": self.seconds,
@@ -120,7 +133,7 @@ impl Phase {
 }
 
 /// Runs `jobs` requests with `concurrency` workers; `make(i)` builds request i.
-async fn drive<F>(name: &str, concurrency: usize, jobs: usize, make: F) -> Phase
+pub(crate) async fn drive<F>(name: &str, concurrency: usize, jobs: usize, make: F) -> Phase
 where
     F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
 {
@@ -180,7 +193,12 @@ async fn provision(
         .map(|u| json!({"id": u, "name": format!("u{u}")}))
         .collect();
     let creds: Vec<Value> = (1..=members)
-        .map(|u| json!({"kind": "vibecode_personal", "secret": format!("vibe_api_{slug}_{u}"), "user": u, "scopes": ["im"]}))
+        .flat_map(|u| {
+            [
+                json!({"kind": "vibecode_personal", "secret": format!("vibe_api_{slug}_{u}"), "user": u, "scopes": ["im"]}),
+                json!({"kind": "bitrix_webhook", "secret": format!("hook{slug}{u}"), "user": u, "scopes": ["im"]}),
+            ]
+        })
         .collect();
     let base_world = json!({"tenants": [{"slug": slug, "users": users, "credentials": creds}]});
     let post = |w: Value| {
@@ -221,6 +239,7 @@ async fn load(
     base: String,
     token: String,
     workload: Workload,
+    face: Face,
     chats: Option<usize>,
     members: Option<usize>,
     concurrency: usize,
@@ -265,10 +284,20 @@ async fn load(
     })
     .await;
     let (c2, b2, s2) = (client.clone(), base.clone(), slug.clone());
-    let leaves = drive("vibecode leave", concurrency, requests, move |i| {
+    let name = if face == Face::Bitrix {
+        "bitrix im.chat.leave"
+    } else {
+        "vibecode leave"
+    };
+    let leaves = drive(name, concurrency, requests, move |i| {
         let (chat, user) = pairs[i];
-        c2.post(format!("{b2}/v1/chats/{chat}/leave"))
-            .header("x-api-key", format!("vibe_api_{s2}_{user}"))
+        if face == Face::Bitrix {
+            c2.post(format!("{b2}/rest/{user}/hook{s2}{user}/im.chat.leave.json"))
+                .json(&json!({"CHAT_ID": chat}))
+        } else {
+            c2.post(format!("{b2}/v1/chats/{chat}/leave"))
+                .header("x-api-key", format!("vibe_api_{s2}_{user}"))
+        }
     })
     .await;
     let ceiling = health.throughput();
@@ -361,6 +390,7 @@ fn main() -> anyhow::Result<()> {
             base,
             admin_token,
             workload,
+            face,
             chats,
             members,
             concurrency,
@@ -372,17 +402,30 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(load(
-                base,
-                admin_token,
-                workload,
-                chats,
-                members,
-                concurrency,
-                requests,
-                pid,
-                json,
-            ))?;
+            if face == Face::Vibecode || face == Face::Bitrix {
+                rt.block_on(load(
+                    base,
+                    admin_token,
+                    workload,
+                    face,
+                    chats,
+                    members,
+                    concurrency,
+                    requests,
+                    pid,
+                    json,
+                ))?;
+            } else {
+                rt.block_on(imessage::load(
+                    base,
+                    admin_token,
+                    face == Face::Linq,
+                    concurrency,
+                    requests,
+                    pid,
+                    json,
+                ))?;
+            }
             Ok(())
         }
         Cmd::Storage { chats, members, leaves } => storage(chats, members, leaves),

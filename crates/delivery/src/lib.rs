@@ -162,7 +162,7 @@ impl Worker {
         let lease = self.config.lease.as_millis() as i64;
         let ops = match self
             .store
-            .write(move |tx| tx.claim_operations(now_ms(), lease, 16))
+            .write(move |tx| tx.claim_operations(now_ms(), lease, 64))
             .await
         {
             Ok(ops) => ops,
@@ -172,37 +172,41 @@ impl Worker {
             }
         };
         let n = ops.len();
-        for op in ops {
-            let run = op.clone();
-            let result = self
-                .store
-                .write(move |tx| {
-                    commands::run_operation(tx.as_tx(), &run)?;
-                    let at = tx.now();
-                    tx.finish_operation(&run.trace_id, OperationStatus::Done, None, at)
-                })
-                .await;
-            match result {
-                Ok(()) => tracing::info!(trace_id = %op.trace_id, kind = op.kind.as_str(), "operation done"),
-                // The store is away: the lease runs out and it is tried again.
-                Err(CoreError::Unavailable(e)) => {
-                    tracing::warn!(trace_id = %op.trace_id, error = %e, "operation postponed")
-                }
-                Err(rule) => {
-                    let reason = rule.to_string();
-                    let trace = op.trace_id.clone();
-                    let recorded = self
-                        .store
-                        .write(move |tx| {
-                            let at = tx.now();
-                            tx.finish_operation(&trace, OperationStatus::Failed, Some(&reason), at)
-                        })
-                        .await;
-                    tracing::info!(trace_id = %op.trace_id, error = %rule, recorded = recorded.is_ok(), "operation failed");
-                }
+        // Concurrently: the store's group commit then carries many in one
+        // transaction.
+        futures_util::future::join_all(ops.into_iter().map(|op| self.run_operation(op))).await;
+        n
+    }
+
+    async fn run_operation(&self, op: Operation) {
+        let run = op.clone();
+        let result = self
+            .store
+            .write(move |tx| {
+                commands::run_operation(tx.as_tx(), &run)?;
+                let at = tx.now();
+                tx.finish_operation(&run.trace_id, OperationStatus::Done, None, at)
+            })
+            .await;
+        match result {
+            Ok(()) => tracing::info!(trace_id = %op.trace_id, kind = op.kind.as_str(), "operation done"),
+            // The store is away: the lease runs out and it is tried again.
+            Err(CoreError::Unavailable(e)) => {
+                tracing::warn!(trace_id = %op.trace_id, error = %e, "operation postponed")
+            }
+            Err(rule) => {
+                let reason = rule.to_string();
+                let trace = op.trace_id.clone();
+                let recorded = self
+                    .store
+                    .write(move |tx| {
+                        let at = tx.now();
+                        tx.finish_operation(&trace, OperationStatus::Failed, Some(&reason), at)
+                    })
+                    .await;
+                tracing::info!(trace_id = %op.trace_id, error = %rule, recorded = recorded.is_ok(), "operation failed");
             }
         }
-        n
     }
 
     /// Sends due deliveries; returns how many were attempted.
@@ -210,7 +214,7 @@ impl Worker {
         let lease = self.config.lease.as_millis() as i64;
         let due = match self
             .store
-            .write(move |tx| tx.claim_deliveries(now_ms(), lease, 32))
+            .write(move |tx| tx.claim_deliveries(now_ms(), lease, 64))
             .await
         {
             Ok(d) => d,
@@ -220,9 +224,7 @@ impl Worker {
             }
         };
         let n = due.len();
-        for d in due {
-            self.attempt(d).await;
-        }
+        futures_util::future::join_all(due.into_iter().map(|d| self.attempt(d))).await;
         n
     }
 
