@@ -630,3 +630,31 @@ async fn an_expired_key_is_refused_and_a_retried_send_after_leaving_is_409() {
     let r = linq(&s, Method::POST, &format!("/v3/chats/{id}/messages"), Some(msg)).await;
     assert_linq(&r, 409, 2013, "This chat is unavailable");
 }
+
+#[tokio::test]
+async fn chat_created_and_message_events() {
+    let s = server().await;
+    let rx = Receiver::start(&[200]).await;
+    subscribe(&s, &rx.url, &["chat.created", "message.sent"], None).await;
+    let r = linq(&s, Method::POST, "/v3/chats", Some(json!({"from": LINE, "to": ["+14155551101", "+14155551102"], "message": {"parts": [{"type": "text", "value": "first"}]}}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["chat"]["id"].as_str().unwrap().to_string();
+    let got = rx.wait_for(2).await;
+    let events: Vec<Value> = got.iter().map(|g| g.json()).collect();
+    let created = events
+        .iter()
+        .find(|e| e["event_type"] == "chat.created")
+        .expect("chat.created");
+    assert_eq!(created["data"]["chat_id"], id);
+    assert_eq!(created["data"]["chat"]["is_group"], true);
+    let sent = events
+        .iter()
+        .find(|e| e["event_type"] == "message.sent")
+        .expect("message.sent");
+    assert_eq!(sent["data"]["chat_id"], id);
+    assert_eq!(sent["data"]["message"]["parts"][0]["value"], "first");
+    assert_eq!(sent["data"]["message"]["is_from_me"], true);
+    // participant.added was not subscribed: only these two arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.count(), 2);
+}
