@@ -17,12 +17,14 @@ fn uuid_of(run: u32, c: usize) -> String {
     format!("{run:08x}-0000-4000-8000-{c:012}")
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn load(
     base: String,
     token: String,
     linq: bool,
     concurrency: usize,
     requests: usize,
+    rate: u64,
     pid: Option<u32>,
     out: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
@@ -99,7 +101,7 @@ pub async fn load(
     let name = if linq { "linq leave accept" } else { "chert leave" };
     let leaves: Phase = if linq {
         let acc = accepted.clone();
-        drive_linq(name, concurrency, requests, c2, b2, s2, acc, run).await
+        drive_linq(name, concurrency, requests, c2, b2, s2, acc, run, rate).await
     } else {
         drive(name, concurrency, requests, move |i| {
             let ts = SystemTime::now()
@@ -180,6 +182,7 @@ async fn drive_linq(
     slug: String,
     accepted: Arc<Mutex<HashMap<String, Instant>>>,
     run: u32,
+    rate: u64,
 ) -> Phase {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -192,6 +195,11 @@ async fn drive_linq(
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= jobs {
                     break;
+                }
+                if rate > 0 {
+                    // Job i is due at i / rate seconds after the start.
+                    let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
                 }
                 let t = Instant::now();
                 let r = c

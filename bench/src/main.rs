@@ -68,6 +68,9 @@ enum Cmd {
         /// Leaves to perform (bounded; also the number of /healthz calls).
         #[arg(long, default_value_t = 20000)]
         requests: usize,
+        /// Linq only: send at this many leaves per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         /// Server process id, to report its peak RSS.
         #[arg(long)]
         pid: Option<u32>,
@@ -395,6 +398,7 @@ fn main() -> anyhow::Result<()> {
             members,
             concurrency,
             requests,
+            rate,
             pid,
             json,
         } => {
@@ -422,6 +426,7 @@ fn main() -> anyhow::Result<()> {
                     face == Face::Linq,
                     concurrency,
                     requests,
+                    rate,
                     pid,
                     json,
                 ))?;
