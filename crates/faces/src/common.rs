@@ -97,3 +97,11 @@ mod tests {
         assert_eq!(random_hex32().len(), 64);
     }
 }
+
+/// OpenAPI path parameters for every `{name}` in `path` (strings).
+pub fn path_params(path: &str) -> Vec<serde_json::Value> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| serde_json::json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect()
+}

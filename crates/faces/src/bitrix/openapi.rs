@@ -67,9 +67,11 @@ pub fn document() -> Value {
                 "503": {"description": "QUERY_LIMIT_EXCEEDED"}
             }
         });
+        let mut hook = op.clone();
+        hook["parameters"] = json!(crate::common::path_params("/rest/{user_id}/{webhook_code}"));
         paths.insert(
             format!("/rest/{{user_id}}/{{webhook_code}}/{m}"),
-            json!({"post": op.clone(), "get": op.clone()}),
+            json!({"post": hook.clone(), "get": hook}),
         );
         paths.insert(format!("/rest/{m}"), json!({"post": op.clone(), "get": op}));
     }

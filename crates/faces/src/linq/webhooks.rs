@@ -525,7 +525,7 @@ pub fn openapi() -> Value {
     ];
     let mut paths = serde_json::Map::new();
     for (method, path, summary, ext) in routes {
-        let mut op = json!({"summary": summary, "security": [{"bearer": []}], "responses": {
+        let mut op = json!({"summary": summary, "parameters": crate::common::path_params(path), "security": [{"bearer": []}], "responses": {
             "200": {"description": "success"}, "202": {"description": "accepted (queued operations)"},
             "400": {"description": "1001 missing field, 1002 E.164, 1003 invalid body, 1004 content, 1005 invalid value"},
             "401": {"description": "2004"}, "403": {"description": "2005, 2006"}, "404": {"description": "2001"},
