@@ -76,6 +76,14 @@ pub fn is_e164(s: &str) -> bool {
     (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
 }
 
+/// OpenAPI path parameters for every `{name}` in `path` (strings).
+pub fn path_params(path: &str) -> Vec<serde_json::Value> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| serde_json::json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,12 +104,4 @@ mod tests {
         assert!(!secret_eq(&hash_secret("x"), &hash_secret("y")));
         assert_eq!(random_hex32().len(), 64);
     }
-}
-
-/// OpenAPI path parameters for every `{name}` in `path` (strings).
-pub fn path_params(path: &str) -> Vec<serde_json::Value> {
-    path.split('/')
-        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| serde_json::json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-        .collect()
 }

@@ -165,11 +165,7 @@ fn schemas() -> Value {
 pub fn document() -> Value {
     let mut paths = Map::new();
     for (method, path, summary, schema, status) in ROUTES {
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
+        let params = crate::common::path_params(path);
         let err = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
         let mut op = json!({
             "summary": summary,

@@ -41,11 +41,7 @@ const ROUTES: &[(&str, &str, &str, &[u16])] = &[
 pub fn document() -> Value {
     let mut paths = Map::new();
     for (method, path, summary, codes) in ROUTES {
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|n| json!({"name": n, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
+        let params = crate::common::path_params(path);
         let mut responses = json!({"200": {"description": "success"}, "401": {"description": "2004 bad signature/token, 2013 timestamp skew, replay"}});
         for c in *codes {
             responses[format!("x-code-{c}")] = json!({"description": format!("error code {c}")});

@@ -57,11 +57,7 @@ pub fn document() -> Value {
     let err = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let mut paths = Map::new();
     for (method, path, summary, documented) in ROUTES {
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|n| json!({"name": n, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
+        let params = crate::common::path_params(path);
         let mut op = json!({
             "summary": summary,
             "parameters": params,
