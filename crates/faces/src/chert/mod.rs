@@ -12,11 +12,11 @@ use crate::imessage;
 use crate::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use confab_core::commands::{self, Add, Author, ChatSelector, Leave, Leaver, MemberRef, Remove, SendMessage};
 use confab_core::policy::RemovePolicy;
 use confab_core::tx::StoreTx;
@@ -57,6 +57,37 @@ async fn with_trace_id(mut req: Request<Body>, next: Next) -> Response {
 }
 
 type ChertResult = Result<Response, ChertError>;
+
+/// A request that passed Chert authentication (signature over the exact
+/// received bytes, or bearer): its tenant, trace id and body. Every Chert
+/// route takes one, so no route can forget the check; a refusal answers in
+/// Chert's envelope with the request's trace id.
+pub struct Signed {
+    pub tenant: Tenant,
+    pub trace: TraceId,
+    pub body: Bytes,
+}
+
+impl axum::extract::FromRequest<AppState> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(req: Request<Body>, st: &AppState) -> Result<Self, Response> {
+        let trace = req
+            .extensions()
+            .get::<TraceId>()
+            .cloned()
+            .unwrap_or_else(|| TraceId(String::new()));
+        let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers().clone());
+        // Bytes keeps axum's own 413 for an oversized body.
+        let body = Bytes::from_request(req, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match auth::authenticate(st, &method, uri.path(), &headers, &body).await {
+            Ok(tenant) => Ok(Signed { tenant, trace, body }),
+            Err(e) => Err(e.trace(&trace.0).into_response()),
+        }
+    }
+}
 
 fn finish(trace: &TraceId, r: ChertResult) -> Response {
     match r {
@@ -148,17 +179,9 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ChertError> {
 }
 
 /// `POST /api/v1/chats/{id}/leave` — seed 003, `LeavePolicy::IMessage`.
-async fn leave(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn leave(State(st): State<AppState>, Path(id): Path<String>, call: Signed) -> Response {
+    let Signed { tenant, trace, .. } = call;
     let r = async {
-        let tenant = auth::authenticate(&st, &method, uri.path(), &headers, &body).await?;
         let uuid = chat_ref(&id)?;
         let trace_id = trace.0.clone();
         let chat = write(&st, Route::Leave, move |tx| {
@@ -225,16 +248,9 @@ struct CreateIn {
 }
 
 /// `POST /api/v1/chats` — DM with one recipient, group with 2–31.
-async fn create_chat(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn create_chat(State(st): State<AppState>, call: Signed) -> Response {
+    let Signed { tenant, trace, body } = call;
     let r = async {
-        let tenant = auth::authenticate(&st, &method, uri.path(), &headers, &body).await?;
         let b: CreateIn = parse(&body)?;
         let from = b
             .from
@@ -283,17 +299,9 @@ async fn create_chat(
 }
 
 /// `POST /api/v1/chats/{id}/messages` — body wrapped in `message`.
-async fn send_message(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn send_message(State(st): State<AppState>, Path(id): Path<String>, call: Signed) -> Response {
+    let Signed { tenant, trace, body } = call;
     let r = async {
-        let tenant = auth::authenticate(&st, &method, uri.path(), &headers, &body).await?;
         let uuid = chat_ref(&id)?;
         let v: Value = parse(&body)?;
         if v.get("parts").is_some() && v.get("message").is_none() {
@@ -344,17 +352,9 @@ struct ParticipantIn {
 }
 
 /// `POST /api/v1/chats/{id}/participants` — idempotent; the full roster back.
-async fn add_participant(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn add_participant(State(st): State<AppState>, Path(id): Path<String>, call: Signed) -> Response {
+    let Signed { tenant, trace, body } = call;
     let r = async {
-        let tenant = auth::authenticate(&st, &method, uri.path(), &headers, &body).await?;
         let uuid = chat_ref(&id)?;
         let p: ParticipantIn = parse(&body)?;
         let addr = p
@@ -392,15 +392,11 @@ async fn add_participant(
 /// `DELETE /api/v1/chats/{id}/participants/{address}` (URL-encoded address).
 async fn remove_participant(
     State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Path((id, addr)): Path<(String, String)>,
-    body: Bytes,
+    call: Signed,
 ) -> Response {
+    let Signed { tenant, trace, .. } = call;
     let r = async {
-        let tenant = auth::authenticate(&st, &method, uri.path(), &headers, &body).await?;
         let uuid = chat_ref(&id)?;
         let trace_id = trace.0.clone();
         let removed = addr.clone();
@@ -424,17 +420,9 @@ async fn remove_participant(
     finish(&trace, r)
 }
 
-async fn get_chat(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn get_chat(State(st): State<AppState>, Path(id): Path<String>, call: Signed) -> Response {
+    let Signed { tenant, trace, .. } = call;
     let r = async {
-        let tenant = auth::authenticate(&st, &method, uri.path(), &headers, &body).await?;
         let uuid = chat_ref(&id)?;
         let v = read(&st, Route::Read, move |tx| {
             let chat = find_chat(tx, tenant.id, uuid)?;
@@ -452,16 +440,9 @@ pub fn line_public_id(line: &Line) -> String {
     format!("pl_{:026}", line.id.0)
 }
 
-async fn phone_numbers(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn phone_numbers(State(st): State<AppState>, call: Signed) -> Response {
+    let Signed { tenant, trace, .. } = call;
     let r = async {
-        let tenant = auth::authenticate(&st, &method, uri.path(), &headers, &body).await?;
         let lines = read(&st, Route::Read, move |tx| tx.lines(tenant.id)).await?;
         let list: Vec<Value> = lines
             .iter()

@@ -7,17 +7,15 @@
 //! Membership changes go out as `participant.added` / `participant.removed`
 //! — a confab extension: Chert documents no membership event.
 
-use super::auth;
 use super::error::{from_core, ChertError, Route};
-use super::TraceId;
+use super::Signed;
 use crate::common::{bounded, iso8601, random_hex32};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use confab_core::tx::StoreTx;
 use confab_core::*;
 use confab_delivery::{Rendered, WebhookFormat};
@@ -107,28 +105,16 @@ fn check_url(url: &str) -> Result<(), ChertError> {
     }
 }
 
-struct Req {
-    st: AppState,
-    trace: TraceId,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-async fn run<F, Fut>(r: Req, f: F) -> Response
+/// Runs `f` for an authenticated call; errors carry the call's trace id.
+async fn run<F, Fut>(st: AppState, call: Signed, f: F) -> Response
 where
     F: FnOnce(AppState, Tenant, Bytes) -> Fut,
     Fut: std::future::Future<Output = Result<Response, ChertError>>,
 {
-    let out = async {
-        let tenant = auth::authenticate(&r.st, &r.method, r.uri.path(), &r.headers, &r.body).await?;
-        f(r.st.clone(), tenant, r.body.clone()).await
-    }
-    .await;
-    match out {
+    let Signed { tenant, trace, body } = call;
+    match f(st, tenant, body).await {
         Ok(x) => x,
-        Err(e) => e.trace(&r.trace.0).into_response(),
+        Err(e) => e.trace(&trace.0).into_response(),
     }
 }
 
@@ -139,57 +125,40 @@ async fn write<R: Send + 'static>(
     bounded(st.store.write(f)).await.map_err(|e| from_core(Route::Read, e))
 }
 
-async fn create(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    run(
-        Req {
-            st,
-            trace,
-            method,
-            uri,
-            headers,
-            body,
-        },
-        |st, tenant, body| async move {
-            let b: SubIn = crate::common::parse_json(&body).map_err(|e| ChertError::new(1001, e))?;
-            let url = b
-                .url
-                .filter(|u| !u.is_empty())
-                .ok_or_else(|| ChertError::missing("url"))?;
-            check_url(&url)?;
-            let events = b.events.unwrap_or_default();
-            let kinds = kinds(&events)?;
-            let version = b.version.unwrap_or_else(|| DEFAULT_VERSION.into());
-            let sub = write(&st, move |tx| {
-                let now = tx.now();
-                let sub = Subscription {
-                    id: format!("whs_{}", uuid::Uuid::new_v4().simple()),
-                    tenant_id: tenant.id,
-                    face: "chert".into(),
-                    target_url: url,
-                    events,
-                    kinds,
-                    lines: vec![],
-                    subject_id: None,
-                    secret: random_hex32(),
-                    extra: json!({"version": version}).to_string(),
-                    active: true,
-                    created_at: now,
-                    updated_at: now,
-                };
-                tx.insert_subscription(&sub)?;
-                Ok(sub)
-            })
-            .await?;
-            Ok(Json(json!({"subscription": sub_json(&sub, true)})).into_response())
-        },
-    )
+async fn create(State(st): State<AppState>, call: Signed) -> Response {
+    run(st, call, |st, tenant, body| async move {
+        let b: SubIn = crate::common::parse_json(&body).map_err(|e| ChertError::new(1001, e))?;
+        let url = b
+            .url
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| ChertError::missing("url"))?;
+        check_url(&url)?;
+        let events = b.events.unwrap_or_default();
+        let kinds = kinds(&events)?;
+        let version = b.version.unwrap_or_else(|| DEFAULT_VERSION.into());
+        let sub = write(&st, move |tx| {
+            let now = tx.now();
+            let sub = Subscription {
+                id: format!("whs_{}", uuid::Uuid::new_v4().simple()),
+                tenant_id: tenant.id,
+                face: "chert".into(),
+                target_url: url,
+                events,
+                kinds,
+                lines: vec![],
+                subject_id: None,
+                secret: random_hex32(),
+                extra: json!({"version": version}).to_string(),
+                active: true,
+                created_at: now,
+                updated_at: now,
+            };
+            tx.insert_subscription(&sub)?;
+            Ok(sub)
+        })
+        .await?;
+        Ok(Json(json!({"subscription": sub_json(&sub, true)})).into_response())
+    })
     .await
 }
 
@@ -201,125 +170,51 @@ async fn find(st: &AppState, tenant: TenantId, id: String) -> Result<Subscriptio
         .ok_or_else(|| ChertError::new(2002, "Webhook subscription not found"))
 }
 
-async fn list(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    run(
-        Req {
-            st,
-            trace,
-            method,
-            uri,
-            headers,
-            body,
-        },
-        |st, tenant, _| async move {
-            let subs = bounded(st.store.read(move |tx| tx.subscriptions(tenant.id, "chert")))
-                .await
-                .map_err(|e| from_core(Route::Read, e))?;
-            Ok(
-                Json(json!({"subscriptions": subs.iter().map(|s| sub_json(s, false)).collect::<Vec<_>>()}))
-                    .into_response(),
-            )
-        },
-    )
+async fn list(State(st): State<AppState>, call: Signed) -> Response {
+    run(st, call, |st, tenant, _| async move {
+        let subs = bounded(st.store.read(move |tx| tx.subscriptions(tenant.id, "chert")))
+            .await
+            .map_err(|e| from_core(Route::Read, e))?;
+        Ok(Json(json!({"subscriptions": subs.iter().map(|s| sub_json(s, false)).collect::<Vec<_>>()})).into_response())
+    })
     .await
 }
 
-async fn retrieve(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    run(
-        Req {
-            st,
-            trace,
-            method,
-            uri,
-            headers,
-            body,
-        },
-        |st, tenant, _| async move {
-            Ok(Json(json!({"subscription": sub_json(&find(&st, tenant.id, id).await?, false)})).into_response())
-        },
-    )
+async fn retrieve(State(st): State<AppState>, Path(id): Path<String>, call: Signed) -> Response {
+    run(st, call, |st, tenant, _| async move {
+        Ok(Json(json!({"subscription": sub_json(&find(&st, tenant.id, id).await?, false)})).into_response())
+    })
     .await
 }
 
-async fn update(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    run(
-        Req {
-            st,
-            trace,
-            method,
-            uri,
-            headers,
-            body,
-        },
-        |st, tenant, body| async move {
-            let mut sub = find(&st, tenant.id, id).await?;
-            let b: SubIn = crate::common::parse_json(&body).map_err(|e| ChertError::new(1001, e))?;
-            if let Some(url) = b.url {
-                check_url(&url)?;
-                sub.target_url = url;
-            }
-            if let Some(events) = b.events {
-                sub.kinds = kinds(&events)?;
-                sub.events = events;
-            }
-            if let Some(a) = b.is_active {
-                sub.active = a;
-            }
-            let saved = sub.clone();
-            write(&st, move |tx| tx.update_subscription(&saved)).await?;
-            Ok(Json(json!({"subscription": sub_json(&sub, false)})).into_response())
-        },
-    )
+async fn update(State(st): State<AppState>, Path(id): Path<String>, call: Signed) -> Response {
+    run(st, call, |st, tenant, body| async move {
+        let mut sub = find(&st, tenant.id, id).await?;
+        let b: SubIn = crate::common::parse_json(&body).map_err(|e| ChertError::new(1001, e))?;
+        if let Some(url) = b.url {
+            check_url(&url)?;
+            sub.target_url = url;
+        }
+        if let Some(events) = b.events {
+            sub.kinds = kinds(&events)?;
+            sub.events = events;
+        }
+        if let Some(a) = b.is_active {
+            sub.active = a;
+        }
+        let saved = sub.clone();
+        write(&st, move |tx| tx.update_subscription(&saved)).await?;
+        Ok(Json(json!({"subscription": sub_json(&sub, false)})).into_response())
+    })
     .await
 }
 
-async fn remove(
-    State(st): State<AppState>,
-    Extension(trace): Extension<TraceId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    run(
-        Req {
-            st,
-            trace,
-            method,
-            uri,
-            headers,
-            body,
-        },
-        |st, tenant, _| async move {
-            let sub = find(&st, tenant.id, id).await?;
-            write(&st, move |tx| tx.delete_subscription(tenant.id, &sub.id)).await?;
-            Ok(Json(json!({"deleted": true})).into_response())
-        },
-    )
+async fn remove(State(st): State<AppState>, Path(id): Path<String>, call: Signed) -> Response {
+    run(st, call, |st, tenant, _| async move {
+        let sub = find(&st, tenant.id, id).await?;
+        write(&st, move |tx| tx.delete_subscription(tenant.id, &sub.id)).await?;
+        Ok(Json(json!({"deleted": true})).into_response())
+    })
     .await
 }
 
