@@ -1154,3 +1154,54 @@ async fn review_fixes_in_the_bitrix_face() {
         r.text
     );
 }
+
+#[tokio::test]
+async fn remaining_bitrix_error_paths() {
+    let s = server().await;
+    let h = "https://example.invalid/h";
+    let r = oauth(
+        &s,
+        "imbot.register",
+        "tok-bots",
+        json!({"CODE": "w", "EVENT_HANDLER": "ftp://x", "PROPERTIES": {"NAME": "W"}}),
+    )
+    .await;
+    assert_err(&r, 400, "EVENT_MESSAGE_ADD_ERROR", "Wrong handler URL");
+    // app.bots already has 2 bots: three more reach the maximum of 5.
+    for i in 0..3 {
+        assert_ok(
+            &oauth(
+                &s,
+                "imbot.register",
+                "tok-bots",
+                json!({"CODE": format!("m{i}"), "EVENT_HANDLER": h, "PROPERTIES": {"NAME": "M"}}),
+            )
+            .await,
+        );
+    }
+    let r = oauth(
+        &s,
+        "imbot.register",
+        "tok-bots",
+        json!({"CODE": "m9", "EVENT_HANDLER": h, "PROPERTIES": {"NAME": "M"}}),
+    )
+    .await;
+    assert_err(
+        &r,
+        400,
+        "MAX_COUNT_ERROR",
+        "Has reached the maximum number of bots for application (max: 5)",
+    );
+    let r = hook(&s, "hookalice", "im.message.add", json!({"MESSAGE": "x"})).await;
+    assert_err(&r, 400, "DIALOG_ID_EMPTY", "Dialog ID can't be empty");
+    let r = hook(&s, "hookalice", "im.chat.add", json!({"USERS": "abc"})).await;
+    assert_err(&r, 400, "INVALID_FORMAT", "Parameter USERS has wrong type");
+    let r = oauth(
+        &s,
+        "event.bind",
+        "tok-bots",
+        json!({"event": "ONIMBOTJOINCHAT", "handler": "not-a-url"}),
+    )
+    .await;
+    assert_err(&r, 400, "WRONG_HANDLER_URL", "Wrong handler URL");
+}

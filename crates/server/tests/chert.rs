@@ -831,3 +831,31 @@ async fn an_expired_signing_secret_is_refused() {
     .await;
     assert_chert(&r, 401, 2004, "Invalid signature");
 }
+
+#[tokio::test]
+async fn unknown_subscription_event_is_1001() {
+    let s = server().await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/webhook-subscriptions",
+            &[("authorization", "Bearer chert-signing-secret")],
+            Some(json!({"url": "https://example.com/h", "events": ["nope"]})),
+        )
+        .await;
+    assert_chert(
+        &r,
+        400,
+        1001,
+        "Unknown event \"nope\"; known: message.received, message.sent, participant.added, participant.removed",
+    );
+    let r = s
+        .call(
+            Method::GET,
+            "/api/v1/webhook-subscriptions/whs_missing",
+            &[("authorization", "Bearer chert-signing-secret")],
+            None,
+        )
+        .await;
+    assert_chert(&r, 404, 2002, "Webhook subscription not found");
+}

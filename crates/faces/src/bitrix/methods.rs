@@ -181,6 +181,16 @@ fn app_required(tx: &mut dyn StoreTx, ctx: &Ctx, p: &Params) -> Result<AppId, Co
     }
 }
 
+/// Who acts: the bot (imbot.* — BOT_ID, or the app's first bot) or the
+/// calling user (im.*).
+fn caller(tx: &mut dyn StoreTx, ctx: &Ctx, p: &Params, as_bot: bool, bot: Option<UserId>) -> Result<UserId, CoreError> {
+    if as_bot {
+        acting_bot(tx, ctx, p, bot)
+    } else {
+        Ok(ctx.user)
+    }
+}
+
 fn no_client_id() -> BitrixError {
     err(403, "ACCESS_DENIED", "Access denied! Client ID not specified")
 }
@@ -307,11 +317,7 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {
             }
             let bot = bot_id(&p)?;
             let added = write(st, m, move |tx| {
-                let actor = if as_bot {
-                    acting_bot(tx, &ctx, &p, bot)?
-                } else {
-                    ctx.user
-                };
+                let actor = caller(tx, &ctx, &p, as_bot, bot)?;
                 let mut any = false;
                 for u in list {
                     let cmd = Add {
@@ -345,11 +351,7 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {
             let chat = chat_id(&p)?;
             let bot = bot_id(&p)?;
             let ids = read(st, m, move |tx| {
-                let viewer = if as_bot {
-                    acting_bot(tx, &ctx, &p, bot)?
-                } else {
-                    ctx.user
-                };
+                let viewer = caller(tx, &ctx, &p, as_bot, bot)?;
                 match (commands::view_chat(tx.as_tx(), ctx.tenant.id, chat, viewer), as_bot) {
                     (Ok((_, members)), _) => Ok(members.iter().map(|m| m.user_id.0).collect::<Vec<_>>()),
                     // im.chat.user.list: "empty array when the caller may
@@ -374,11 +376,7 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {
             let target = user_id(&p, "USER_ID")?;
             let bot = bot_id(&p)?;
             write(st, m, move |tx| {
-                let actor = if as_bot {
-                    acting_bot(tx, &ctx, &p, bot)?
-                } else {
-                    ctx.user
-                };
+                let actor = caller(tx, &ctx, &p, as_bot, bot)?;
                 let cmd = Remove {
                     tenant: ctx.tenant.id,
                     chat: ChatSelector::Id(chat),
@@ -408,11 +406,7 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {
             let new_owner = user_id(&p, "USER_ID")?;
             let bot = bot_id(&p)?;
             write(st, m, move |tx| {
-                let actor = if as_bot {
-                    acting_bot(tx, &ctx, &p, bot)?
-                } else {
-                    ctx.user
-                };
+                let actor = caller(tx, &ctx, &p, as_bot, bot)?;
                 let cmd = TransferOwner {
                     tenant: ctx.tenant.id,
                     chat,
@@ -444,11 +438,7 @@ pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {
             };
             let bot = bot_id(&p)?;
             let (_, msg) = write(st, m, move |tx| {
-                let author = if as_bot {
-                    acting_bot(tx, &ctx, &p, bot)?
-                } else {
-                    ctx.user
-                };
+                let author = caller(tx, &ctx, &p, as_bot, bot)?;
                 let cmd = SendMessage {
                     tenant: ctx.tenant.id,
                     chat,
@@ -664,11 +654,7 @@ async fn chat_add(st: &AppState, ctx: Ctx, p: Params, as_bot: bool) -> R {
     };
     let bot = bot_id(&p)?;
     let id = write(st, m, move |tx| {
-        let creator = if as_bot {
-            acting_bot(tx, &ctx, &p, bot)?
-        } else {
-            ctx.user
-        };
+        let creator = caller(tx, &ctx, &p, as_bot, bot)?;
         let crm = binding.as_ref().and_then(|(t, i)| crm_binding(t, i));
         let cmd = CreateChat {
             tenant: ctx.tenant.id,

@@ -191,6 +191,13 @@ fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
     })
 }
 
+/// How a subscription's lists are stored: events as JSON, kinds space-separated.
+fn sub_columns(sub: &Subscription) -> TxResult<(String, String)> {
+    let events = serde_json::to_string(&sub.events).map_err(|e| CoreError::Internal(e.to_string()))?;
+    let kinds: Vec<&str> = sub.kinds.iter().map(|k| k.as_str()).collect();
+    Ok((events, kinds.join(" ")))
+}
+
 const DELIVERY_COLS: &str =
     "id, tenant_id, subscription_id, event_id, status, attempts, next_attempt_at, last_status, last_error, created_at";
 fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
@@ -897,8 +904,7 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn insert_subscription(&mut self, sub: &Subscription) -> TxResult<()> {
-        let events = serde_json::to_string(&sub.events).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let kinds: Vec<&str> = sub.kinds.iter().map(|k| k.as_str()).collect();
+        let (events, kinds) = sub_columns(sub)?;
         self.exec(
             &format!("INSERT INTO subscriptions ({SUB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
             params![
@@ -907,7 +913,7 @@ impl AdminTx for SqliteTx<'_> {
                 sub.face,
                 sub.target_url,
                 events,
-                kinds.join(" "),
+                kinds,
                 sub.lines.join(" "),
                 sub.subject_id.map(|u| u.0),
                 sub.secret,
@@ -921,11 +927,10 @@ impl AdminTx for SqliteTx<'_> {
     }
 
     fn update_subscription(&mut self, sub: &Subscription) -> TxResult<()> {
-        let events = serde_json::to_string(&sub.events).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let kinds: Vec<&str> = sub.kinds.iter().map(|k| k.as_str()).collect();
+        let (events, kinds) = sub_columns(sub)?;
         self.exec(
             "UPDATE subscriptions SET target_url = ?2, events = ?3, kinds = ?4, lines = ?5, extra = ?6, active = ?7, updated_at = ?8 WHERE id = ?1",
-            params![sub.id, sub.target_url, events, kinds.join(" "), sub.lines.join(" "), sub.extra, sub.active, self.now],
+            params![sub.id, sub.target_url, events, kinds, sub.lines.join(" "), sub.extra, sub.active, self.now],
         )?;
         Ok(())
     }
