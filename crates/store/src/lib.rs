@@ -4,7 +4,10 @@
 //! it, and the chat lock is held for the whole of it.
 
 pub mod faulty;
+pub mod postgres;
+pub mod sql;
 pub mod sqlite;
+pub mod testing;
 
 use async_trait::async_trait;
 use confab_core::tx::StoreTx;
@@ -13,6 +16,7 @@ use std::any::Any;
 use std::future::Future;
 
 pub use faulty::FaultyStore;
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 
 pub type AnyBox = Box<dyn Any + Send>;

@@ -8,7 +8,7 @@ use confab_core::commands::{self, *};
 use confab_core::policy::RemovePolicy;
 use confab_core::tx::NewUser;
 use confab_core::*;
-use confab_store::{SqliteStore, Store, StoreExt};
+use confab_store::{Store, StoreExt};
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ struct World {
     tenant: TenantId,
     imessage: ChatId,
     group: ChatId,
-    _dir: tempfile::TempDir,
+    _db: confab_store::testing::TestDb,
 }
 
 fn handle(i: u8) -> String {
@@ -46,8 +46,8 @@ fn handle(i: u8) -> String {
 }
 
 async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("p.db")).unwrap());
+    let db = confab_store::testing::fresh_store().await;
+    let store = db.store.clone();
     let (tenant, imessage, group) = store
         .write(|tx| {
             let t = tx.insert_tenant("p", "P")?;
@@ -113,7 +113,7 @@ async fn world() -> World {
         tenant,
         imessage,
         group,
-        _dir: dir,
+        _db: db,
     }
 }
 

@@ -4,7 +4,7 @@
 //! consistent snapshot while the writer works). Durable by default:
 //! `journal_mode=WAL`, `synchronous=FULL`.
 
-mod tx;
+mod conn;
 
 use crate::{AnyBox, Job, Mode, Store};
 use async_trait::async_trait;
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use tx::SqliteTx;
+pub use conn::{sqlite_tx, SqliteTx};
 
 /// Versioned migrations, applied in order; `PRAGMA user_version` records
 /// the last one applied.
@@ -93,7 +93,7 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) 
             let outcome = match t.execute_batch("SAVEPOINT cmd") {
                 Err(e) => Err(db_err(e)),
                 Ok(()) => {
-                    let mut tx = SqliteTx::new(&t, now);
+                    let mut tx = sqlite_tx(&t, now);
                     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
                         .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())));
                     let end = if out.is_ok() {
@@ -267,7 +267,7 @@ impl Store for SqliteStore {
                     let t = conn
                         .transaction_with_behavior(TransactionBehavior::Deferred)
                         .map_err(db_err)?;
-                    let mut tx = SqliteTx::new(&t, now());
+                    let mut tx = sqlite_tx(&t, now());
                     let out = job(&mut tx)?;
                     // A read job never writes; rollback keeps it honest.
                     drop(t);

@@ -1,66 +1,219 @@
-//! `Tx` / `AdminTx` over one rusqlite transaction.
+//! `Tx` / `AdminTx` written once, over any SQL connection that implements
+//! [`Conn`]: SQLite (rusqlite) and PostgreSQL (tokio-postgres). The SQL is
+//! the common subset of both dialects (`?N` placeholders, rewritten to
+//! `$N` for PostgreSQL; `RETURNING`; `ON CONFLICT`); the few places where
+//! they differ ask [`Dialect`].
 
-use super::db_err;
 use confab_core::tx::{AdminTx, NewChat, NewUser, StoreTx, Tx, TxResult};
 use confab_core::*;
-use rusqlite::{params, OptionalExtension, Row, Transaction};
 use uuid::Uuid;
 
-pub struct SqliteTx<'a> {
-    t: &'a Transaction<'a>,
+/// A bound parameter or a read column, in the types both databases share.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bool(bool),
+}
+
+/// How a Rust value becomes a [`Val`] parameter.
+pub trait ToVal {
+    fn to_val(&self) -> Val;
+}
+impl ToVal for i64 {
+    fn to_val(&self) -> Val {
+        Val::Int(*self)
+    }
+}
+impl ToVal for f64 {
+    fn to_val(&self) -> Val {
+        Val::Real(*self)
+    }
+}
+impl ToVal for bool {
+    fn to_val(&self) -> Val {
+        Val::Bool(*self)
+    }
+}
+impl ToVal for str {
+    fn to_val(&self) -> Val {
+        Val::Text(self.to_owned())
+    }
+}
+impl ToVal for String {
+    fn to_val(&self) -> Val {
+        Val::Text(self.clone())
+    }
+}
+impl<T: ToVal + ?Sized> ToVal for &T {
+    fn to_val(&self) -> Val {
+        (**self).to_val()
+    }
+}
+impl<T: ToVal> ToVal for Option<T> {
+    fn to_val(&self) -> Val {
+        self.as_ref().map_or(Val::Null, ToVal::to_val)
+    }
+}
+
+/// `p![a, b]`: the parameters of one statement.
+#[macro_export]
+macro_rules! p {
+    ($($v:expr),* $(,)?) => { &[$($crate::sql::ToVal::to_val(&$v)),*][..] };
+}
+pub use p;
+
+/// How a read column becomes a Rust value.
+pub trait FromVal: Sized {
+    fn from_val(v: &Val) -> Option<Self>;
+}
+impl FromVal for i64 {
+    fn from_val(v: &Val) -> Option<Self> {
+        match v {
+            Val::Int(i) => Some(*i),
+            Val::Bool(b) => Some(*b as i64),
+            _ => None,
+        }
+    }
+}
+impl FromVal for f64 {
+    fn from_val(v: &Val) -> Option<Self> {
+        match v {
+            Val::Real(f) => Some(*f),
+            Val::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+}
+impl FromVal for bool {
+    fn from_val(v: &Val) -> Option<Self> {
+        match v {
+            Val::Bool(b) => Some(*b),
+            Val::Int(i) => Some(*i != 0),
+            _ => None,
+        }
+    }
+}
+impl FromVal for String {
+    fn from_val(v: &Val) -> Option<Self> {
+        match v {
+            Val::Text(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+impl<T: FromVal> FromVal for Option<T> {
+    fn from_val(v: &Val) -> Option<Self> {
+        match v {
+            Val::Null => Some(None),
+            v => T::from_val(v).map(Some),
+        }
+    }
+}
+
+/// One row of a result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlRow(pub Vec<Val>);
+
+impl SqlRow {
+    pub fn get<T: FromVal>(&self, i: usize) -> TxResult<T> {
+        let v = self.0.get(i).unwrap_or(&Val::Null);
+        T::from_val(v).ok_or_else(|| {
+            CoreError::Internal(format!(
+                "column {i} holds {v:?}, not a {}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// One open transaction of some SQL database.
+pub trait Conn {
+    fn dialect(&self) -> Dialect;
+    fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>>;
+    /// Rows changed.
+    fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64>;
+}
+
+/// Rewrites `?N` placeholders to PostgreSQL's `$N` (the SQL here never
+/// holds a `?` inside a string literal).
+pub fn dollar_placeholders(sql: &str) -> String {
+    sql.replace('?', "$")
+}
+
+/// The store's semantics, once, over a [`Conn`].
+pub struct SqlTx<C: Conn> {
+    c: C,
     now: Timestamp,
 }
 
-impl<'a> SqliteTx<'a> {
-    pub fn new(t: &'a Transaction<'a>, now: Timestamp) -> Self {
-        SqliteTx { t, now }
+impl<C: Conn> SqlTx<C> {
+    pub fn new(c: C, now: Timestamp) -> Self {
+        SqlTx { c, now }
     }
 
-    fn one<T>(
-        &self,
-        sql: &str,
-        p: impl rusqlite::Params,
-        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> TxResult<Option<T>> {
-        self.t
-            .prepare_cached(sql)
-            .map_err(db_err)?
-            .query_row(p, f)
-            .optional()
-            .map_err(db_err)
+    fn one<T>(&mut self, sql: &str, p: &[Val], f: impl FnOnce(&SqlRow) -> TxResult<T>) -> TxResult<Option<T>> {
+        match self.c.query(sql, p)?.first() {
+            Some(r) => f(r).map(Some),
+            None => Ok(None),
+        }
     }
 
-    fn many<T>(
-        &self,
-        sql: &str,
-        p: impl rusqlite::Params,
-        f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> TxResult<Vec<T>> {
-        let mut st = self.t.prepare_cached(sql).map_err(db_err)?;
-        let rows = st.query_map(p, f).map_err(db_err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+    fn many<T>(&mut self, sql: &str, p: &[Val], f: impl FnMut(&SqlRow) -> TxResult<T>) -> TxResult<Vec<T>> {
+        self.c.query(sql, p)?.iter().map(f).collect()
     }
 
-    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> TxResult<usize> {
-        self.t.prepare_cached(sql).map_err(db_err)?.execute(p).map_err(db_err)
+    fn exec(&mut self, sql: &str, p: &[Val]) -> TxResult<u64> {
+        self.c.exec(sql, p)
     }
 
-    fn next_id(&self, table: &str, tenant: TenantId) -> TxResult<i64> {
+    /// `INSERT … RETURNING id`: the new row's id.
+    fn insert_id(&mut self, sql: &str, p: &[Val]) -> TxResult<i64> {
+        self.one(sql, p, |r| r.get(0))?
+            .ok_or_else(|| CoreError::Internal("INSERT … RETURNING gave no row".into()))
+    }
+
+    fn skip_locked(&self) -> &'static str {
+        match self.c.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// The next free per-tenant id of `table`. On PostgreSQL a transaction
+    /// advisory lock per (table, tenant) serializes allocation across
+    /// connections and nodes; SQLite's writer is already alone.
+    fn next_id(&mut self, table: &str, tenant: TenantId) -> TxResult<i64> {
+        if self.c.dialect() == Dialect::Postgres {
+            self.one(
+                "SELECT pg_advisory_xact_lock(hashtext(?1), CAST(?2 AS INTEGER))::text",
+                p![table, tenant.0],
+                |_| Ok(()),
+            )?;
+        }
         let sql = format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table} WHERE tenant_id = ?1");
-        Ok(self.one(&sql, params![tenant.0], |r| r.get(0))?.unwrap_or(1))
+        Ok(self.one(&sql, p![tenant.0], |r| r.get(0))?.unwrap_or(1))
     }
 }
 
-fn bad(what: &str, v: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad {what}: {v}").into())
+fn bad(what: &str, v: &str) -> CoreError {
+    CoreError::Internal(format!("bad {what} in the database: {v}"))
 }
 
-fn parse_uuid(s: String) -> rusqlite::Result<Uuid> {
+fn parse_uuid(s: String) -> TxResult<Uuid> {
     Uuid::parse_str(&s).map_err(|_| bad("uuid", &s))
 }
 
 const CHAT_COLS: &str = "tenant_id, id, uuid, kind, network, title, owner_id, line_id, chat_key, created_at";
-fn chat_row(r: &Row<'_>) -> rusqlite::Result<Chat> {
+fn chat_row(r: &SqlRow) -> TxResult<Chat> {
     let kind: String = r.get(3)?;
     let network: String = r.get(4)?;
     Ok(Chat {
@@ -70,15 +223,15 @@ fn chat_row(r: &Row<'_>) -> rusqlite::Result<Chat> {
         kind: ChatKind::parse(&kind).ok_or_else(|| bad("chat kind", &kind))?,
         network: Network::parse(&network).ok_or_else(|| bad("network", &network))?,
         title: r.get(5)?,
-        owner_id: r.get::<_, Option<i64>>(6)?.map(UserId),
-        line_id: r.get::<_, Option<i64>>(7)?.map(LineId),
+        owner_id: r.get::<Option<i64>>(6)?.map(UserId),
+        line_id: r.get::<Option<i64>>(7)?.map(LineId),
         chat_key: r.get(8)?,
         created_at: r.get(9)?,
     })
 }
 
 const USER_COLS: &str = "tenant_id, id, kind, name, handle, active, app_id";
-fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+fn user_row(r: &SqlRow) -> TxResult<User> {
     let kind: String = r.get(2)?;
     Ok(User {
         tenant_id: TenantId(r.get(0)?),
@@ -87,12 +240,12 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
         name: r.get(3)?,
         handle: r.get(4)?,
         active: r.get(5)?,
-        app_id: r.get::<_, Option<i64>>(6)?.map(AppId),
+        app_id: r.get::<Option<i64>>(6)?.map(AppId),
     })
 }
 
 const MEMBER_COLS: &str = "chat_id, user_id, role, joined_at, left_at";
-fn member_row(r: &Row<'_>) -> rusqlite::Result<Membership> {
+fn member_row(r: &SqlRow) -> TxResult<Membership> {
     let role: String = r.get(2)?;
     Ok(Membership {
         chat_id: ChatId(r.get(0)?),
@@ -104,7 +257,7 @@ fn member_row(r: &Row<'_>) -> rusqlite::Result<Membership> {
 }
 
 const LINE_COLS: &str = "tenant_id, id, phone_number, user_id, active";
-fn line_row(r: &Row<'_>) -> rusqlite::Result<Line> {
+fn line_row(r: &SqlRow) -> TxResult<Line> {
     Ok(Line {
         tenant_id: TenantId(r.get(0)?),
         id: LineId(r.get(1)?),
@@ -114,7 +267,7 @@ fn line_row(r: &Row<'_>) -> rusqlite::Result<Line> {
     })
 }
 
-fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
+fn app_row(r: &SqlRow) -> TxResult<App> {
     Ok(App {
         tenant_id: TenantId(r.get(0)?),
         id: AppId(r.get(1)?),
@@ -123,7 +276,7 @@ fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
     })
 }
 
-fn tenant_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
+fn tenant_row(r: &SqlRow) -> TxResult<Tenant> {
     Ok(Tenant {
         id: TenantId(r.get(0)?),
         slug: r.get(1)?,
@@ -132,7 +285,7 @@ fn tenant_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
 }
 
 const EVENT_COLS: &str = "id, uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at";
-fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+fn event_row(r: &SqlRow) -> TxResult<Event> {
     let kind: String = r.get(4)?;
     Ok(Event {
         id: EventId(r.get(0)?),
@@ -141,9 +294,9 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
             tenant_id: TenantId(r.get(2)?),
             chat_id: ChatId(r.get(3)?),
             kind: EventKind::parse(&kind).ok_or_else(|| bad("event kind", &kind))?,
-            actor_id: r.get::<_, Option<i64>>(5)?.map(UserId),
-            subject_id: r.get::<_, Option<i64>>(6)?.map(UserId),
-            message_id: r.get::<_, Option<i64>>(7)?.map(MessageId),
+            actor_id: r.get::<Option<i64>>(5)?.map(UserId),
+            subject_id: r.get::<Option<i64>>(6)?.map(UserId),
+            message_id: r.get::<Option<i64>>(7)?.map(MessageId),
             trace_id: r.get(8)?,
             at: r.get(9)?,
         },
@@ -151,15 +304,15 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
 }
 
 const CRED_COLS: &str = "id, tenant_id, kind, user_id, app_id, scopes, expires_at, label, secret, created_at";
-fn cred_row(r: &Row<'_>) -> rusqlite::Result<Credential> {
+fn cred_row(r: &SqlRow) -> TxResult<Credential> {
     let kind: String = r.get(2)?;
     let scopes: String = r.get(5)?;
     Ok(Credential {
         id: r.get(0)?,
         tenant_id: TenantId(r.get(1)?),
         kind: CredentialKind::parse(&kind).ok_or_else(|| bad("credential kind", &kind))?,
-        user_id: r.get::<_, Option<i64>>(3)?.map(UserId),
-        app_id: r.get::<_, Option<i64>>(4)?.map(AppId),
+        user_id: r.get::<Option<i64>>(3)?.map(UserId),
+        app_id: r.get::<Option<i64>>(4)?.map(AppId),
         scopes: scopes.split_whitespace().map(str::to_owned).collect(),
         expires_at: r.get(6)?,
         label: r.get(7)?,
@@ -170,7 +323,7 @@ fn cred_row(r: &Row<'_>) -> rusqlite::Result<Credential> {
 
 const SUB_COLS: &str =
     "id, tenant_id, face, target_url, events, kinds, lines, subject_id, secret, extra, active, created_at, updated_at";
-fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
+fn sub_row(r: &SqlRow) -> TxResult<Subscription> {
     let events: String = r.get(4)?;
     let kinds: String = r.get(5)?;
     let lines: String = r.get(6)?;
@@ -182,7 +335,7 @@ fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
         events: serde_json::from_str(&events).unwrap_or_default(),
         kinds: kinds.split_whitespace().filter_map(EventKind::parse).collect(),
         lines: lines.split_whitespace().map(str::to_owned).collect(),
-        subject_id: r.get::<_, Option<i64>>(7)?.map(UserId),
+        subject_id: r.get::<Option<i64>>(7)?.map(UserId),
         secret: r.get(8)?,
         extra: r.get(9)?,
         active: r.get(10)?,
@@ -200,7 +353,7 @@ fn sub_columns(sub: &Subscription) -> TxResult<(String, String)> {
 
 const DELIVERY_COLS: &str =
     "id, tenant_id, subscription_id, event_id, status, attempts, next_attempt_at, last_status, last_error, created_at";
-fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+fn delivery_row(r: &SqlRow) -> TxResult<Delivery> {
     let status: String = r.get(4)?;
     Ok(Delivery {
         id: r.get(0)?,
@@ -217,7 +370,7 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
 }
 
 const OP_COLS: &str = "trace_id, tenant_id, kind, chat_id, handle, status, error, created_at, finished_at";
-fn op_row(r: &Row<'_>) -> rusqlite::Result<Operation> {
+fn op_row(r: &SqlRow) -> TxResult<Operation> {
     let kind: String = r.get(2)?;
     let status: String = r.get(5)?;
     Ok(Operation {
@@ -233,15 +386,15 @@ fn op_row(r: &Row<'_>) -> rusqlite::Result<Operation> {
     })
 }
 
-impl SqliteTx<'_> {
+impl<C: Conn> SqlTx<C> {
     /// One outbox row per active subscription that wants this event, in the
     /// event's own transaction: nothing happens unannounced, nothing is
     /// announced that did not happen.
     fn enqueue_deliveries(&mut self, event: &Event) -> TxResult<()> {
         let e = &event.event;
         let subs = self.many(
-            &format!("SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = ?1 AND active = 1"),
-            params![e.tenant_id.0],
+            &format!("SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = ?1 AND active = TRUE"),
+            p![e.tenant_id.0],
             sub_row,
         )?;
         if subs.is_empty() {
@@ -250,7 +403,7 @@ impl SqliteTx<'_> {
         let line_number: Option<String> = self
             .one(
                 "SELECT l.phone_number FROM chats c JOIN lines l ON l.tenant_id = c.tenant_id AND l.id = c.line_id WHERE c.tenant_id = ?1 AND c.id = ?2",
-                params![e.tenant_id.0, e.chat_id.0],
+                p![e.tenant_id.0, e.chat_id.0],
                 |r| r.get(0),
             )?;
         let now_ms = self.now * 1000;
@@ -261,7 +414,7 @@ impl SqliteTx<'_> {
             if kind_ok && line_ok && subject_ok {
                 self.exec(
                     "INSERT INTO outbox (tenant_id, subscription_id, event_id, next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    params![e.tenant_id.0, sub.id, event.id.0, now_ms, self.now],
+                    p![e.tenant_id.0, sub.id, event.id.0, now_ms, self.now],
                 )?;
             }
         }
@@ -269,7 +422,7 @@ impl SqliteTx<'_> {
     }
 }
 
-impl Tx for SqliteTx<'_> {
+impl<C: Conn> Tx for SqlTx<C> {
     fn now(&self) -> Timestamp {
         self.now
     }
@@ -277,7 +430,7 @@ impl Tx for SqliteTx<'_> {
     fn chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>> {
         self.one(
             &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id = ?2"),
-            params![tenant.0, id.0],
+            p![tenant.0, id.0],
             chat_row,
         )
     }
@@ -285,14 +438,23 @@ impl Tx for SqliteTx<'_> {
     fn chat_by_uuid(&mut self, tenant: TenantId, uuid: Uuid) -> TxResult<Option<Chat>> {
         self.one(
             &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND uuid = ?2"),
-            params![tenant.0, uuid.to_string()],
+            p![tenant.0, uuid.to_string()],
             chat_row,
         )
     }
 
     fn lock_chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>> {
-        // The write transaction already holds SQLite's single writer lock.
-        self.chat(tenant, id)
+        match self.c.dialect() {
+            // The write transaction already holds SQLite's single writer lock.
+            Dialect::Sqlite => self.chat(tenant, id),
+            // The row lock serializes commands on this chat across
+            // connections and nodes until the transaction ends.
+            Dialect::Postgres => self.one(
+                &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE"),
+                p![tenant.0, id.0],
+                chat_row,
+            ),
+        }
     }
 
     fn active_count(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<usize> {
@@ -300,7 +462,7 @@ impl Tx for SqliteTx<'_> {
         let n: i64 = self
             .one(
                 "SELECT COUNT(*) FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND left_at IS NULL",
-                params![tenant.0, chat.0],
+                p![tenant.0, chat.0],
                 |r| r.get(0),
             )?
             .unwrap_or(0);
@@ -310,7 +472,7 @@ impl Tx for SqliteTx<'_> {
     fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
         self.many(
             &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND left_at IS NULL ORDER BY seq"),
-            params![tenant.0, chat.0],
+            p![tenant.0, chat.0],
             member_row,
         )
     }
@@ -318,7 +480,7 @@ impl Tx for SqliteTx<'_> {
     fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>> {
         self.one(
             &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 ORDER BY seq DESC LIMIT 1"),
-            params![tenant.0, chat.0, user.0],
+            p![tenant.0, chat.0, user.0],
             member_row,
         )
     }
@@ -326,7 +488,7 @@ impl Tx for SqliteTx<'_> {
     fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>> {
         self.one(
             &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?2"),
-            params![tenant.0, id.0],
+            p![tenant.0, id.0],
             user_row,
         )
     }
@@ -334,7 +496,7 @@ impl Tx for SqliteTx<'_> {
     fn user_by_handle(&mut self, tenant: TenantId, handle: &str) -> TxResult<Option<User>> {
         self.one(
             &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND handle = ?2"),
-            params![tenant.0, handle],
+            p![tenant.0, handle],
             user_row,
         )
     }
@@ -342,7 +504,7 @@ impl Tx for SqliteTx<'_> {
     fn bots_of_app(&mut self, tenant: TenantId, app: AppId) -> TxResult<Vec<User>> {
         self.many(
             &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND app_id = ?2 AND kind = 'bot' ORDER BY id"),
-            params![tenant.0, app.0],
+            p![tenant.0, app.0],
             user_row,
         )
     }
@@ -350,7 +512,7 @@ impl Tx for SqliteTx<'_> {
     fn line(&mut self, tenant: TenantId, id: LineId) -> TxResult<Option<Line>> {
         self.one(
             &format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND id = ?2"),
-            params![tenant.0, id.0],
+            p![tenant.0, id.0],
             line_row,
         )
     }
@@ -358,7 +520,7 @@ impl Tx for SqliteTx<'_> {
     fn line_by_number(&mut self, tenant: TenantId, number: &str) -> TxResult<Option<Line>> {
         self.one(
             &format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND phone_number = ?2"),
-            params![tenant.0, number],
+            p![tenant.0, number],
             line_row,
         )
     }
@@ -366,7 +528,7 @@ impl Tx for SqliteTx<'_> {
     fn chat_ids_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<ChatId>> {
         self.many(
             "SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND left_at IS NULL ORDER BY chat_id",
-            params![tenant.0, user.0],
+            p![tenant.0, user.0],
             |r| Ok(ChatId(r.get(0)?)),
         )
     }
@@ -374,7 +536,7 @@ impl Tx for SqliteTx<'_> {
     fn crm_chats(&mut self, tenant: TenantId, entity: CrmEntity) -> TxResult<Vec<ChatId>> {
         self.many(
             "SELECT chat_id FROM crm_links WHERE tenant_id = ?1 AND entity_type = ?2 AND entity_id = ?3 ORDER BY seq",
-            params![tenant.0, entity.entity_type.as_str(), entity.entity_id],
+            p![tenant.0, entity.entity_type.as_str(), entity.entity_id],
             |r| Ok(ChatId(r.get(0)?)),
         )
     }
@@ -401,7 +563,7 @@ impl Tx for SqliteTx<'_> {
         };
         self.exec(
             &format!("INSERT INTO chats ({CHAT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-            params![
+            p![
                 chat.tenant_id.0,
                 chat.id.0,
                 chat.uuid.to_string(),
@@ -441,7 +603,7 @@ impl Tx for SqliteTx<'_> {
         };
         self.exec(
             &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-            params![
+            p![
                 user.tenant_id.0,
                 user.id.0,
                 user.kind.as_str(),
@@ -464,7 +626,7 @@ impl Tx for SqliteTx<'_> {
     ) -> TxResult<()> {
         self.exec(
             "INSERT INTO memberships (tenant_id, chat_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![tenant.0, chat.0, user.0, role.as_str(), at],
+            p![tenant.0, chat.0, user.0, role.as_str(), at],
         )?;
         Ok(())
     }
@@ -472,7 +634,7 @@ impl Tx for SqliteTx<'_> {
     fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()> {
         self.exec(
             "UPDATE memberships SET left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
-            params![tenant.0, chat.0, user.0, at],
+            p![tenant.0, chat.0, user.0, at],
         )?;
         Ok(())
     }
@@ -480,7 +642,7 @@ impl Tx for SqliteTx<'_> {
     fn set_role(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role) -> TxResult<()> {
         self.exec(
             "UPDATE memberships SET role = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
-            params![tenant.0, chat.0, user.0, role.as_str()],
+            p![tenant.0, chat.0, user.0, role.as_str()],
         )?;
         Ok(())
     }
@@ -488,7 +650,7 @@ impl Tx for SqliteTx<'_> {
     fn set_title(&mut self, tenant: TenantId, chat: ChatId, title: &str) -> TxResult<()> {
         self.exec(
             "UPDATE chats SET title = ?3 WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant.0, chat.0, title],
+            p![tenant.0, chat.0, title],
         )?;
         Ok(())
     }
@@ -496,15 +658,15 @@ impl Tx for SqliteTx<'_> {
     fn set_owner(&mut self, tenant: TenantId, chat: ChatId, owner: Option<UserId>) -> TxResult<()> {
         self.exec(
             "UPDATE chats SET owner_id = ?3 WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant.0, chat.0, owner.map(|u| u.0)],
+            p![tenant.0, chat.0, owner.map(|u| u.0)],
         )?;
         Ok(())
     }
 
     fn link_crm(&mut self, tenant: TenantId, entity: CrmEntity, chat: ChatId) -> TxResult<()> {
         self.exec(
-            "INSERT OR IGNORE INTO crm_links (tenant_id, entity_type, entity_id, chat_id) VALUES (?1, ?2, ?3, ?4)",
-            params![tenant.0, entity.entity_type.as_str(), entity.entity_id, chat.0],
+            "INSERT INTO crm_links (tenant_id, entity_type, entity_id, chat_id) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            p![tenant.0, entity.entity_type.as_str(), entity.entity_id, chat.0],
         )?;
         Ok(())
     }
@@ -521,7 +683,7 @@ impl Tx for SqliteTx<'_> {
         let uuid = Uuid::new_v4();
         self.exec(
             "INSERT INTO messages (tenant_id, id, uuid, chat_id, author_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![tenant.0, id.0, uuid.to_string(), chat.0, author.0, text, at],
+            p![tenant.0, id.0, uuid.to_string(), chat.0, author.0, text, at],
         )?;
         Ok(Message {
             chat_id: chat,
@@ -535,9 +697,9 @@ impl Tx for SqliteTx<'_> {
 
     fn append_event(&mut self, e: NewEvent) -> TxResult<Event> {
         let uuid = Uuid::new_v4();
-        self.exec(
-            "INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+        let id = self.insert_id(
+            "INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+            p![
                 uuid.to_string(),
                 e.tenant_id.0,
                 e.chat_id.0,
@@ -550,7 +712,7 @@ impl Tx for SqliteTx<'_> {
             ],
         )?;
         let event = Event {
-            id: EventId(self.t.last_insert_rowid()),
+            id: EventId(id),
             uuid,
             event: e,
         };
@@ -559,17 +721,17 @@ impl Tx for SqliteTx<'_> {
     }
 }
 
-impl AdminTx for SqliteTx<'_> {
+impl<C: Conn> AdminTx for SqlTx<C> {
     fn insert_tenant(&mut self, slug: &str, name: &str) -> TxResult<Tenant> {
         if self.tenant_by_slug(slug)?.is_some() {
             return Err(CoreError::Conflict(format!("tenant {slug}")));
         }
-        self.exec(
-            "INSERT INTO tenants (slug, name, created_at) VALUES (?1, ?2, ?3)",
-            params![slug, name, self.now],
+        let id = self.insert_id(
+            "INSERT INTO tenants (slug, name, created_at) VALUES (?1, ?2, ?3) RETURNING id",
+            p![slug, name, self.now],
         )?;
         Ok(Tenant {
-            id: TenantId(self.t.last_insert_rowid()),
+            id: TenantId(id),
             slug: slug.into(),
             name: name.into(),
         })
@@ -578,7 +740,7 @@ impl AdminTx for SqliteTx<'_> {
     fn tenant(&mut self, id: TenantId) -> TxResult<Option<Tenant>> {
         self.one(
             "SELECT id, slug, name FROM tenants WHERE id = ?1",
-            params![id.0],
+            p![id.0],
             tenant_row,
         )
     }
@@ -586,13 +748,13 @@ impl AdminTx for SqliteTx<'_> {
     fn tenant_by_slug(&mut self, slug: &str) -> TxResult<Option<Tenant>> {
         self.one(
             "SELECT id, slug, name FROM tenants WHERE slug = ?1",
-            params![slug],
+            p![slug],
             tenant_row,
         )
     }
 
     fn tenants(&mut self) -> TxResult<Vec<Tenant>> {
-        self.many("SELECT id, slug, name FROM tenants ORDER BY id", [], tenant_row)
+        self.many("SELECT id, slug, name FROM tenants ORDER BY id", p![], tenant_row)
     }
 
     fn insert_app(&mut self, tenant: TenantId, id: Option<AppId>, client_id: &str, name: &str) -> TxResult<App> {
@@ -608,7 +770,7 @@ impl AdminTx for SqliteTx<'_> {
         }
         self.exec(
             "INSERT INTO apps (tenant_id, id, client_id, name) VALUES (?1, ?2, ?3, ?4)",
-            params![tenant.0, id.0, client_id, name],
+            p![tenant.0, id.0, client_id, name],
         )?;
         Ok(App {
             tenant_id: tenant,
@@ -621,7 +783,7 @@ impl AdminTx for SqliteTx<'_> {
     fn app(&mut self, tenant: TenantId, id: AppId) -> TxResult<Option<App>> {
         self.one(
             "SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant.0, id.0],
+            p![tenant.0, id.0],
             app_row,
         )
     }
@@ -629,7 +791,7 @@ impl AdminTx for SqliteTx<'_> {
     fn app_by_client_id(&mut self, tenant: TenantId, client_id: &str) -> TxResult<Option<App>> {
         self.one(
             "SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 AND client_id = ?2",
-            params![tenant.0, client_id],
+            p![tenant.0, client_id],
             app_row,
         )
     }
@@ -637,7 +799,7 @@ impl AdminTx for SqliteTx<'_> {
     fn apps(&mut self, tenant: TenantId) -> TxResult<Vec<App>> {
         self.many(
             "SELECT tenant_id, id, client_id, name FROM apps WHERE tenant_id = ?1 ORDER BY id",
-            params![tenant.0],
+            p![tenant.0],
             app_row,
         )
     }
@@ -645,7 +807,7 @@ impl AdminTx for SqliteTx<'_> {
     fn users(&mut self, tenant: TenantId) -> TxResult<Vec<User>> {
         self.many(
             &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 ORDER BY id"),
-            params![tenant.0],
+            p![tenant.0],
             user_row,
         )
     }
@@ -653,7 +815,7 @@ impl AdminTx for SqliteTx<'_> {
     fn set_user_active(&mut self, tenant: TenantId, id: UserId, active: bool) -> TxResult<()> {
         self.exec(
             "UPDATE users SET active = ?3 WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant.0, id.0, active],
+            p![tenant.0, id.0, active],
         )?;
         Ok(())
     }
@@ -664,8 +826,8 @@ impl AdminTx for SqliteTx<'_> {
         }
         let id = LineId(self.next_id("lines", tenant)?);
         self.exec(
-            "INSERT INTO lines (tenant_id, id, phone_number, user_id, active) VALUES (?1, ?2, ?3, ?4, 1)",
-            params![tenant.0, id.0, number, user.0],
+            "INSERT INTO lines (tenant_id, id, phone_number, user_id, active) VALUES (?1, ?2, ?3, ?4, TRUE)",
+            p![tenant.0, id.0, number, user.0],
         )?;
         Ok(Line {
             tenant_id: tenant,
@@ -679,7 +841,7 @@ impl AdminTx for SqliteTx<'_> {
     fn set_line_active(&mut self, tenant: TenantId, id: LineId, active: bool) -> TxResult<()> {
         self.exec(
             "UPDATE lines SET active = ?3 WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant.0, id.0, active],
+            p![tenant.0, id.0, active],
         )?;
         Ok(())
     }
@@ -687,7 +849,7 @@ impl AdminTx for SqliteTx<'_> {
     fn lines(&mut self, tenant: TenantId) -> TxResult<Vec<Line>> {
         self.many(
             &format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 ORDER BY id"),
-            params![tenant.0],
+            p![tenant.0],
             line_row,
         )
     }
@@ -695,7 +857,7 @@ impl AdminTx for SqliteTx<'_> {
     fn chats(&mut self, tenant: TenantId) -> TxResult<Vec<Chat>> {
         self.many(
             &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 ORDER BY id"),
-            params![tenant.0],
+            p![tenant.0],
             chat_row,
         )
     }
@@ -706,7 +868,7 @@ impl AdminTx for SqliteTx<'_> {
                 "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id IN \
                  (SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND left_at IS NULL) ORDER BY id"
             ),
-            params![tenant.0, user.0],
+            p![tenant.0, user.0],
             chat_row,
         )
     }
@@ -714,7 +876,7 @@ impl AdminTx for SqliteTx<'_> {
     fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
         self.many(
             &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY seq"),
-            params![tenant.0, chat.0],
+            p![tenant.0, chat.0],
             member_row,
         )
     }
@@ -728,7 +890,7 @@ impl AdminTx for SqliteTx<'_> {
     ) -> TxResult<Vec<Message>> {
         self.many(
             "SELECT chat_id, id, uuid, author_id, text, created_at FROM messages WHERE tenant_id = ?1 AND chat_id = ?2 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
-            params![tenant.0, chat.0, before.map(|b| b.0), limit as i64],
+            p![tenant.0, chat.0, before.map(|b| b.0), limit as i64],
             |r| {
                 Ok(Message {
                     chat_id: ChatId(r.get(0)?),
@@ -745,7 +907,7 @@ impl AdminTx for SqliteTx<'_> {
     fn message_by_uuid(&mut self, tenant: TenantId, uuid: Uuid) -> TxResult<Option<Message>> {
         self.one(
             "SELECT chat_id, id, uuid, author_id, text, created_at FROM messages WHERE tenant_id = ?1 AND uuid = ?2",
-            params![tenant.0, uuid.to_string()],
+            p![tenant.0, uuid.to_string()],
             |r| {
                 Ok(Message {
                     chat_id: ChatId(r.get(0)?),
@@ -762,7 +924,7 @@ impl AdminTx for SqliteTx<'_> {
     fn crm_links(&mut self, tenant: TenantId) -> TxResult<Vec<(CrmEntity, ChatId)>> {
         self.many(
             "SELECT entity_type, entity_id, chat_id FROM crm_links WHERE tenant_id = ?1 ORDER BY seq",
-            params![tenant.0],
+            p![tenant.0],
             |r| {
                 let t: String = r.get(0)?;
                 let entity_type = CrmEntityType::parse(&t).ok_or_else(|| bad("crm entity type", &t))?;
@@ -781,12 +943,12 @@ impl AdminTx for SqliteTx<'_> {
         match chat {
             Some(c) => self.many(
                 &format!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY id"),
-                params![tenant.0, c.0],
+                p![tenant.0, c.0],
                 event_row,
             ),
             None => self.many(
                 &format!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 ORDER BY id"),
-                params![tenant.0],
+                p![tenant.0],
                 event_row,
             ),
         }
@@ -800,12 +962,12 @@ impl AdminTx for SqliteTx<'_> {
             )));
         }
         let scopes = c.scopes.join(" ");
-        self.exec(
-            "INSERT INTO credentials (tenant_id, kind, secret_hash, secret, user_id, app_id, scopes, expires_at, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![c.tenant_id.0, c.kind.as_str(), c.secret_hash, c.secret, c.user_id.map(|u| u.0), c.app_id.map(|a| a.0), scopes, c.expires_at, c.label, self.now],
+        let id = self.insert_id(
+            "INSERT INTO credentials (tenant_id, kind, secret_hash, secret, user_id, app_id, scopes, expires_at, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+            p![c.tenant_id.0, c.kind.as_str(), c.secret_hash, c.secret, c.user_id.map(|u| u.0), c.app_id.map(|a| a.0), scopes, c.expires_at, c.label, self.now],
         )?;
         Ok(Credential {
-            id: self.t.last_insert_rowid(),
+            id,
             tenant_id: c.tenant_id,
             kind: c.kind,
             user_id: c.user_id,
@@ -821,7 +983,7 @@ impl AdminTx for SqliteTx<'_> {
     fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>> {
         self.one(
             &format!("SELECT {CRED_COLS} FROM credentials WHERE kind = ?1 AND secret_hash = ?2"),
-            params![kind.as_str(), secret_hash],
+            p![kind.as_str(), secret_hash],
             cred_row,
         )
     }
@@ -829,7 +991,7 @@ impl AdminTx for SqliteTx<'_> {
     fn credentials(&mut self, tenant: TenantId) -> TxResult<Vec<Credential>> {
         self.many(
             &format!("SELECT {CRED_COLS} FROM credentials WHERE tenant_id = ?1 ORDER BY id"),
-            params![tenant.0],
+            p![tenant.0],
             cred_row,
         )
     }
@@ -837,7 +999,7 @@ impl AdminTx for SqliteTx<'_> {
     fn idempotent_response(&mut self, tenant: TenantId, scope: &str, key: &str) -> TxResult<Option<(String, String)>> {
         self.one(
             "SELECT body_hash, response FROM idempotency_keys WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
-            params![tenant.0, scope, key],
+            p![tenant.0, scope, key],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
     }
@@ -852,7 +1014,7 @@ impl AdminTx for SqliteTx<'_> {
     ) -> TxResult<()> {
         self.exec(
             "INSERT INTO idempotency_keys (tenant_id, scope, key, body_hash, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![tenant.0, scope, key, body_hash, response, self.now],
+            p![tenant.0, scope, key, body_hash, response, self.now],
         )?;
         Ok(())
     }
@@ -860,7 +1022,7 @@ impl AdminTx for SqliteTx<'_> {
     fn bot_registration(&mut self, tenant: TenantId, bot: UserId) -> TxResult<Option<(String, String)>> {
         self.one(
             "SELECT bot_code, COALESCE(bot_meta, '{}') FROM users WHERE tenant_id = ?1 AND id = ?2 AND bot_code IS NOT NULL",
-            params![tenant.0, bot.0],
+            p![tenant.0, bot.0],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
     }
@@ -874,7 +1036,7 @@ impl AdminTx for SqliteTx<'_> {
     ) -> TxResult<()> {
         self.exec(
             "UPDATE users SET bot_code = ?3, bot_meta = ?4 WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant.0, bot.0, code, meta],
+            p![tenant.0, bot.0, code, meta],
         )?;
         Ok(())
     }
@@ -882,7 +1044,7 @@ impl AdminTx for SqliteTx<'_> {
     fn bot_by_code(&mut self, tenant: TenantId, code: &str) -> TxResult<Option<UserId>> {
         self.one(
             "SELECT id FROM users WHERE tenant_id = ?1 AND bot_code = ?2",
-            params![tenant.0, code],
+            p![tenant.0, code],
             |r| Ok(UserId(r.get(0)?)),
         )
     }
@@ -890,7 +1052,7 @@ impl AdminTx for SqliteTx<'_> {
     fn bind_chat(&mut self, tenant: TenantId, entity_type: &str, entity_id: &str, chat: ChatId) -> TxResult<()> {
         self.exec(
             "INSERT INTO chat_bindings (tenant_id, entity_type, entity_id, chat_id) VALUES (?1, ?2, ?3, ?4)",
-            params![tenant.0, entity_type, entity_id, chat.0],
+            p![tenant.0, entity_type, entity_id, chat.0],
         )?;
         Ok(())
     }
@@ -898,7 +1060,7 @@ impl AdminTx for SqliteTx<'_> {
     fn chat_by_binding(&mut self, tenant: TenantId, entity_type: &str, entity_id: &str) -> TxResult<Option<ChatId>> {
         self.one(
             "SELECT chat_id FROM chat_bindings WHERE tenant_id = ?1 AND entity_type = ?2 AND entity_id = ?3 ORDER BY seq DESC LIMIT 1",
-            params![tenant.0, entity_type, entity_id],
+            p![tenant.0, entity_type, entity_id],
             |r| Ok(ChatId(r.get(0)?)),
         )
     }
@@ -907,7 +1069,7 @@ impl AdminTx for SqliteTx<'_> {
         let (events, kinds) = sub_columns(sub)?;
         self.exec(
             &format!("INSERT INTO subscriptions ({SUB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
-            params![
+            p![
                 sub.id,
                 sub.tenant_id.0,
                 sub.face,
@@ -930,7 +1092,7 @@ impl AdminTx for SqliteTx<'_> {
         let (events, kinds) = sub_columns(sub)?;
         self.exec(
             "UPDATE subscriptions SET target_url = ?2, events = ?3, kinds = ?4, lines = ?5, extra = ?6, active = ?7, updated_at = ?8 WHERE id = ?1",
-            params![sub.id, sub.target_url, events, kinds, sub.lines.join(" "), sub.extra, sub.active, self.now],
+            p![sub.id, sub.target_url, events, kinds, sub.lines.join(" "), sub.extra, sub.active, self.now],
         )?;
         Ok(())
     }
@@ -938,14 +1100,14 @@ impl AdminTx for SqliteTx<'_> {
     fn delete_subscription(&mut self, tenant: TenantId, id: &str) -> TxResult<bool> {
         Ok(self.exec(
             "DELETE FROM subscriptions WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant.0, id],
+            p![tenant.0, id],
         )? > 0)
     }
 
     fn subscription(&mut self, id: &str) -> TxResult<Option<Subscription>> {
         self.one(
             &format!("SELECT {SUB_COLS} FROM subscriptions WHERE id = ?1"),
-            params![id],
+            p![id],
             sub_row,
         )
     }
@@ -953,7 +1115,7 @@ impl AdminTx for SqliteTx<'_> {
     fn subscriptions(&mut self, tenant: TenantId, face: &str) -> TxResult<Vec<Subscription>> {
         self.many(
             &format!("SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = ?1 AND face = ?2 ORDER BY created_at, id"),
-            params![tenant.0, face],
+            p![tenant.0, face],
             sub_row,
         )
     }
@@ -961,37 +1123,36 @@ impl AdminTx for SqliteTx<'_> {
     fn event(&mut self, id: EventId) -> TxResult<Option<Event>> {
         self.one(
             &format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"),
-            params![id.0],
+            p![id.0],
             event_row,
         )
     }
 
     fn claim_deliveries(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Delivery>> {
-        let rows = self.many(
+        // SKIP LOCKED lets several nodes' workers claim side by side on
+        // PostgreSQL; SQLite's single writer needs no row locks.
+        let mut rows = self.many(
             &format!(
-                "SELECT {DELIVERY_COLS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1 \
-                 AND (claimed_until IS NULL OR claimed_until <= ?1) ORDER BY next_attempt_at, id LIMIT ?2"
+                "UPDATE outbox SET claimed_until = ?2 WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' \
+                 AND next_attempt_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1) \
+                 ORDER BY next_attempt_at, id LIMIT ?3{}) RETURNING {DELIVERY_COLS}",
+                self.skip_locked()
             ),
-            params![now_ms, limit as i64],
+            p![now_ms, now_ms + lease_ms, limit as i64],
             delivery_row,
         )?;
-        for d in &rows {
-            self.exec(
-                "UPDATE outbox SET claimed_until = ?2 WHERE id = ?1",
-                params![d.id, now_ms + lease_ms],
-            )?;
-        }
+        rows.sort_by_key(|d| (d.next_attempt_at, d.id));
         Ok(rows)
     }
 
     fn record_attempt(&mut self, a: &Attempt, status: DeliveryStatus, next_attempt_at: i64) -> TxResult<()> {
         self.exec(
             "INSERT INTO delivery_attempts (outbox_id, attempt, at, status_code, latency_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![a.delivery_id, a.attempt, a.at, a.status_code, a.latency_ms, a.error],
+            p![a.delivery_id, a.attempt, a.at, a.status_code, a.latency_ms, a.error],
         )?;
         self.exec(
             "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_at = ?4, claimed_until = NULL, last_status = ?5, last_error = ?6, updated_at = ?7 WHERE id = ?1",
-            params![a.delivery_id, status.as_str(), a.attempt, next_attempt_at, a.status_code, a.error, self.now],
+            p![a.delivery_id, status.as_str(), a.attempt, next_attempt_at, a.status_code, a.error, self.now],
         )?;
         Ok(())
     }
@@ -1006,7 +1167,7 @@ impl AdminTx for SqliteTx<'_> {
             &format!(
                 "SELECT {DELIVERY_COLS} FROM outbox WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3"
             ),
-            params![tenant.map(|t| t.0), status.map(|s| s.as_str()), limit as i64],
+            p![tenant.map(|t| t.0), status.map(|s| s.as_str()), limit as i64],
             delivery_row,
         )
     }
@@ -1014,7 +1175,7 @@ impl AdminTx for SqliteTx<'_> {
     fn delivery(&mut self, id: i64) -> TxResult<Option<Delivery>> {
         self.one(
             &format!("SELECT {DELIVERY_COLS} FROM outbox WHERE id = ?1"),
-            params![id],
+            p![id],
             delivery_row,
         )
     }
@@ -1022,7 +1183,7 @@ impl AdminTx for SqliteTx<'_> {
     fn attempts(&mut self, delivery: i64) -> TxResult<Vec<Attempt>> {
         self.many(
             "SELECT outbox_id, attempt, at, status_code, latency_ms, error FROM delivery_attempts WHERE outbox_id = ?1 ORDER BY id",
-            params![delivery],
+            p![delivery],
             |r| {
                 Ok(Attempt {
                     delivery_id: r.get(0)?,
@@ -1039,17 +1200,17 @@ impl AdminTx for SqliteTx<'_> {
     fn replay_delivery(&mut self, id: i64, now_ms: i64) -> TxResult<bool> {
         let n = self.exec(
             "UPDATE outbox SET status = 'pending', next_attempt_at = ?2, claimed_until = NULL, updated_at = ?3 WHERE id = ?1",
-            params![id, now_ms, self.now],
+            p![id, now_ms, self.now],
         )?;
         Ok(n > 0)
     }
 
     fn queue_depths(&mut self) -> TxResult<(i64, i64)> {
         let d = self
-            .one("SELECT COUNT(*) FROM outbox WHERE status = 'pending'", [], |r| r.get(0))?
+            .one("SELECT COUNT(*) FROM outbox WHERE status = 'pending'", p![], |r| r.get(0))?
             .unwrap_or(0);
         let o = self
-            .one("SELECT COUNT(*) FROM operations WHERE status = 'queued'", [], |r| {
+            .one("SELECT COUNT(*) FROM operations WHERE status = 'queued'", p![], |r| {
                 r.get(0)
             })?
             .unwrap_or(0);
@@ -1059,7 +1220,7 @@ impl AdminTx for SqliteTx<'_> {
     fn insert_operation(&mut self, op: &Operation) -> TxResult<()> {
         self.exec(
             &format!("INSERT INTO operations ({OP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-            params![
+            p![
                 op.trace_id,
                 op.tenant_id.0,
                 op.kind.as_str(),
@@ -1077,26 +1238,28 @@ impl AdminTx for SqliteTx<'_> {
     fn operation(&mut self, tenant: TenantId, trace_id: &str) -> TxResult<Option<Operation>> {
         self.one(
             &format!("SELECT {OP_COLS} FROM operations WHERE tenant_id = ?1 AND trace_id = ?2"),
-            params![tenant.0, trace_id],
+            p![tenant.0, trace_id],
             op_row,
         )
     }
 
     fn claim_operations(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Operation>> {
-        let rows = self.many(
+        let order = match self.c.dialect() {
+            Dialect::Sqlite => "rowid",
+            Dialect::Postgres => "seq",
+        };
+        let mut rows = self.many(
             &format!(
-                "SELECT {OP_COLS} FROM operations WHERE status = 'queued' AND (claimed_until IS NULL OR claimed_until <= ?1) ORDER BY created_at, rowid LIMIT ?2"
+                "UPDATE operations SET claimed_until = ?2 WHERE trace_id IN (SELECT trace_id FROM operations \
+                 WHERE status = 'queued' AND (claimed_until IS NULL OR claimed_until <= ?1) \
+                 ORDER BY created_at, {order} LIMIT ?3{}) RETURNING {OP_COLS}, {order}",
+                self.skip_locked()
             ),
-            params![now_ms, limit as i64],
-            op_row,
+            p![now_ms, now_ms + lease_ms, limit as i64],
+            |r| Ok((op_row(r)?, r.get::<i64>(9)?)),
         )?;
-        for op in &rows {
-            self.exec(
-                "UPDATE operations SET claimed_until = ?2 WHERE trace_id = ?1",
-                params![op.trace_id, now_ms + lease_ms],
-            )?;
-        }
-        Ok(rows)
+        rows.sort_by_key(|(op, seq)| (op.created_at, *seq));
+        Ok(rows.into_iter().map(|(op, _)| op).collect())
     }
 
     fn finish_operation(
@@ -1108,25 +1271,25 @@ impl AdminTx for SqliteTx<'_> {
     ) -> TxResult<()> {
         self.exec(
             "UPDATE operations SET status = ?2, error = ?3, finished_at = ?4, claimed_until = NULL WHERE trace_id = ?1",
-            params![trace_id, status.as_str(), error, at],
+            p![trace_id, status.as_str(), error, at],
         )?;
         Ok(())
     }
 
     fn setting(&mut self, key: &str) -> TxResult<Option<String>> {
-        self.one("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0))
+        self.one("SELECT value FROM settings WHERE key = ?1", p![key], |r| r.get(0))
     }
 
     fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()> {
         self.exec(
             "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
+            p![key, value],
         )?;
         Ok(())
     }
 }
 
-impl StoreTx for SqliteTx<'_> {
+impl<C: Conn> StoreTx for SqlTx<C> {
     fn as_tx(&mut self) -> &mut dyn Tx {
         self
     }

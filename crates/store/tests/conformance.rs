@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
-//! Store behaviour on SQLite: commands are atomic, history is kept, and
+//! Store conformance, on the store the run asks for (SQLite or PostgreSQL,
+//! see `confab_store::testing`): commands are atomic, history is kept, and
 //! commands on one chat are serialized so size rules cannot race.
 
 use confab_core::commands::{self, *};
@@ -13,13 +14,13 @@ struct World {
     store: Arc<dyn Store>,
     tenant: TenantId,
     chat: ChatId,
-    _dir: tempfile::TempDir,
+    _db: confab_store::testing::TestDb,
 }
 
 /// A tenant with a line and a 4-member iMessage group (line + 3 contacts).
 async fn imessage_world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("t.db")).unwrap());
+    let db = confab_store::testing::fresh_store().await;
+    let store = db.store.clone();
     let (tenant, chat) = store
         .write(|tx| {
             let t = tx.insert_tenant("acme", "Acme")?;
@@ -60,7 +61,7 @@ async fn imessage_world() -> World {
         store,
         tenant,
         chat,
-        _dir: dir,
+        _db: db,
     }
 }
 
@@ -300,4 +301,36 @@ async fn group_commit_keeps_each_command_alone() {
         .unwrap();
     assert_eq!(ids.len(), 20, "only the successful commands' rows exist");
     assert!(ids.iter().all(|id| id % 2 == 0));
+}
+
+/// The PostgreSQL half of the schema guard: a database migrated by a newer
+/// confab is refused with the same words. PostgreSQL runs only.
+#[tokio::test]
+async fn pg_only_refuses_a_newer_schema() {
+    let url = confab_store::testing::create_database().await;
+    let opts = confab_store::PgOptions::default();
+    drop(confab_store::testing::open_pg(&url, &opts).await);
+    let (config, tls) = confab_store::postgres::parse_url(&url).unwrap();
+    let (client, conn) = config.connect(tls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("INSERT INTO confab_schema (version) VALUES (999)")
+        .await
+        .unwrap();
+    let err = confab_store::PgStore::open(&url, &opts).await.err().expect("must refuse");
+    assert!(err.to_string().contains("newer than this confab"), "{err}");
+}
+
+/// Two stores starting at once on an empty database (two nodes) both come
+/// up: the advisory lock makes one migrate while the other waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_only_two_nodes_migrate_at_once() {
+    let url = confab_store::testing::create_database().await;
+    let opts = confab_store::PgOptions::default();
+    let (a, b) = tokio::join!(
+        confab_store::PgStore::open(&url, &opts),
+        confab_store::PgStore::open(&url, &opts)
+    );
+    a.expect("first node");
+    b.expect("second node");
 }

@@ -1,0 +1,349 @@
+//! PostgreSQL store: a pool of connections (deadpool + tokio-postgres),
+//! one transaction per job. Several confab nodes may share the database:
+//! commands on a chat serialize on its row lock (`SELECT … FOR UPDATE` in
+//! `lock_chat`), workers claim outbox rows and operations with
+//! `FOR UPDATE SKIP LOCKED`, per-tenant ids are allocated under a
+//! transaction advisory lock, and migrations run under a session advisory
+//! lock so that nodes starting together do not race.
+//!
+//! The port is synchronous (core rules are plain functions), so a job runs
+//! on a blocking thread that drives the connection's futures with
+//! `Handle::block_on`; the connection itself is checked out asynchronously
+//! first, so waiting for a free connection never holds a thread.
+
+mod tls;
+
+use crate::sql::{dollar_placeholders, Conn, Dialect, SqlRow, SqlTx, Val};
+use crate::{AnyBox, Job, Mode, Store};
+use async_trait::async_trait;
+use confab_core::tx::TxResult;
+use confab_core::CoreError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::runtime::Handle;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::IsolationLevel;
+
+pub use tls::{parse as parse_url, TlsMode};
+
+/// Versioned migrations, applied in order; `confab_schema` records the
+/// last one applied.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+pub const SCHEMA_VERSION: i32 = 1;
+/// Key of the session advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x636f_6e66_6162; // "confab"
+
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Most connections this node opens.
+    pub pool_size: usize,
+    /// `statement_timeout` of every session; a statement running longer is
+    /// cancelled and the request fails as "unavailable".
+    pub statement_timeout: Duration,
+    /// How long a request waits for a free connection (or for a new one
+    /// to open) before failing as "unavailable".
+    pub connect_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgOpenError {
+    #[error("bad PostgreSQL URL: {0}")]
+    Url(String),
+    #[error("cannot connect to PostgreSQL at {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error(
+        "the PostgreSQL database has schema version {found}, newer than this confab understands ({known}); \
+         run a newer confab or point --database-url at another database"
+    )]
+    TooNew { found: i32, known: i32 },
+    #[error("migrating PostgreSQL to schema version {version} failed: {message}")]
+    Migrate { version: i32, message: String },
+}
+
+pub struct PgStore {
+    pool: Pool,
+    target: String,
+}
+
+impl PgStore {
+    /// Connects, applies the migrations (under an advisory lock) and keeps
+    /// a pool. `url` is a libpq-style URL (`postgres://user:pw@host:port/db
+    /// ?sslmode=require`); see [`tls`] for the sslmode values understood.
+    pub async fn open(url: &str, opts: &PgOptions) -> Result<PgStore, PgOpenError> {
+        let (mut config, tls) = tls::parse(url).map_err(PgOpenError::Url)?;
+        config.connect_timeout(opts.connect_timeout);
+        config.options(format!("-c statement_timeout={}", opts.statement_timeout.as_millis()));
+        config.application_name("confab");
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(opts.connect_timeout))
+            .create_timeout(Some(opts.connect_timeout))
+            .build()
+            .map_err(|e| PgOpenError::Url(e.to_string()))?;
+        let store = PgStore { pool, target };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// host:port/db, without credentials: what logs and errors may show.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn migrate(&self) -> Result<(), PgOpenError> {
+        let connect = |message: String| PgOpenError::Connect {
+            target: self.target.clone(),
+            message,
+        };
+        let mut client = self.pool.get().await.map_err(|e| connect(e.to_string()))?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| connect(e.to_string()))?;
+        let result = async {
+            client
+                .batch_execute("CREATE TABLE IF NOT EXISTS confab_schema (version INTEGER NOT NULL)")
+                .await
+                .map_err(|e| connect(e.to_string()))?;
+            let found: i32 = client
+                .query_one("SELECT COALESCE(MAX(version), 0) FROM confab_schema", &[])
+                .await
+                .map_err(|e| connect(e.to_string()))?
+                .get(0);
+            if found > SCHEMA_VERSION {
+                return Err(PgOpenError::TooNew {
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+                let err = |e: tokio_postgres::Error| PgOpenError::Migrate {
+                    version: *version,
+                    message: e.to_string(),
+                };
+                let t = client.transaction().await.map_err(err)?;
+                t.batch_execute(sql).await.map_err(err)?;
+                t.execute("INSERT INTO confab_schema (version) VALUES ($1)", &[version])
+                    .await
+                    .map_err(err)?;
+                t.commit().await.map_err(err)?;
+                tracing::info!(version, "applied PostgreSQL migration");
+            }
+            Ok(())
+        }
+        .await;
+        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+        result
+    }
+}
+
+fn describe(c: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match c.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", c.get_dbname().unwrap_or(""))
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Maps a driver error to the core's words: a lost connection, a cancelled
+/// statement, a deadlock or a server shutting down is "unavailable"
+/// (retryable); a unique violation is a conflict; the rest is a bug.
+pub(crate) fn pg_err(e: tokio_postgres::Error) -> CoreError {
+    use tokio_postgres::error::SqlState;
+    let Some(db) = e.as_db_error() else {
+        // No SQLSTATE: the connection broke or could not be used.
+        return CoreError::Unavailable(format!("PostgreSQL: {e}"));
+    };
+    let code = db.code();
+    if *code == SqlState::UNIQUE_VIOLATION {
+        return CoreError::Conflict(db.constraint().unwrap_or("row").to_owned());
+    }
+    let class = &code.code()[..2];
+    let transient = matches!(class, "08" | "40" | "53" | "57" | "58") || *code == SqlState::LOCK_NOT_AVAILABLE;
+    if transient {
+        CoreError::Unavailable(format!("PostgreSQL: {}", db.message()))
+    } else {
+        CoreError::Internal(format!("PostgreSQL: {} ({})", db.message(), code.code()))
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> CoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_err(e),
+        other => CoreError::Unavailable(format!("PostgreSQL connection pool: {other}")),
+    }
+}
+
+fn join_err(e: tokio::task::JoinError) -> CoreError {
+    CoreError::Internal(format!("store task failed: {e}"))
+}
+
+/// [`Conn`] over one open PostgreSQL transaction.
+pub struct PgConn<'a> {
+    t: &'a deadpool_postgres::Transaction<'a>,
+    h: &'a Handle,
+}
+
+impl ToSql for Val {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match (self, ty) {
+            (Val::Null, _) => Ok(IsNull::Yes),
+            (Val::Int(i), &Type::INT8) => i.to_sql(ty, out),
+            (Val::Int(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
+            (Val::Int(i), &Type::INT2) => i16::try_from(*i)?.to_sql(ty, out),
+            (Val::Int(i), &Type::FLOAT8) => (*i as f64).to_sql(ty, out),
+            (Val::Int(i), &Type::BOOL) => (*i != 0).to_sql(ty, out),
+            (Val::Int(i), &Type::TEXT | &Type::VARCHAR) => i.to_string().to_sql(ty, out),
+            (Val::Real(f), &Type::FLOAT8) => f.to_sql(ty, out),
+            (Val::Real(f), &Type::FLOAT4) => (*f as f32).to_sql(ty, out),
+            (Val::Text(s), _) => s.to_sql(ty, out),
+            (Val::Bool(b), &Type::BOOL) => b.to_sql(ty, out),
+            (Val::Bool(b), &Type::INT8) => (*b as i64).to_sql(ty, out),
+            (Val::Bool(b), &Type::INT4) => (*b as i32).to_sql(ty, out),
+            (v, ty) => Err(format!("cannot bind {v:?} as {ty}").into()),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+fn column(row: &tokio_postgres::Row, i: usize) -> Result<Val, tokio_postgres::Error> {
+    let ty = row.columns()[i].type_();
+    Ok(match *ty {
+        Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map_or(Val::Null, Val::Int),
+        Type::INT4 => row.try_get::<_, Option<i32>>(i)?.map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::INT2 => row.try_get::<_, Option<i16>>(i)?.map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map_or(Val::Null, Val::Real),
+        Type::FLOAT4 => row.try_get::<_, Option<f32>>(i)?.map_or(Val::Null, |v| Val::Real(v.into())),
+        Type::BOOL => row.try_get::<_, Option<bool>>(i)?.map_or(Val::Null, Val::Bool),
+        _ => row.try_get::<_, Option<String>>(i)?.map_or(Val::Null, Val::Text),
+    })
+}
+
+impl PgConn<'_> {
+    fn run(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<tokio_postgres::Row>> {
+        let t = self.t;
+        self.h
+            .block_on(async move {
+                let st = t.prepare_cached(&dollar_placeholders(sql)).await?;
+                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                t.query(&st, &refs).await
+            })
+            .map_err(pg_err)
+    }
+}
+
+impl Conn for PgConn<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>> {
+        let rows = self.run(sql, params)?;
+        rows.iter()
+            .map(|r| (0..r.len()).map(|i| column(r, i)).collect::<Result<Vec<_>, _>>().map(SqlRow))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pg_err)
+    }
+
+    fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64> {
+        let t = self.t;
+        self.h
+            .block_on(async move {
+                let st = t.prepare_cached(&dollar_placeholders(sql)).await?;
+                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                t.execute(&st, &refs).await
+            })
+            .map_err(pg_err)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn run(&self, mode: Mode, job: Job) -> Result<AnyBox, CoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let h = Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let read = mode == Mode::Read;
+            let t = h
+                .block_on(
+                    client
+                        .build_transaction()
+                        // A read job sees one snapshot; a write job reads the
+                        // latest committed rows after taking its locks.
+                        .isolation_level(if read {
+                            IsolationLevel::RepeatableRead
+                        } else {
+                            IsolationLevel::ReadCommitted
+                        })
+                        .read_only(read)
+                        .start(),
+                )
+                .map_err(pg_err)?;
+            let out = {
+                let mut tx = SqlTx::new(PgConn { t: &t, h: &h }, now());
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
+                    .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())))
+            };
+            match out {
+                Ok(v) if !read => {
+                    h.block_on(t.commit()).map_err(pg_err)?;
+                    Ok(v)
+                }
+                other => {
+                    let _ = h.block_on(t.rollback());
+                    other
+                }
+            }
+        })
+        .await
+        .map_err(join_err)?
+    }
+
+    async fn ping(&self) -> Result<(), CoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client.simple_query("SELECT 1").await.map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}

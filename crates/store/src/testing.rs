@@ -1,0 +1,135 @@
+//! Test support: a fresh, empty store of the kind the test run asks for.
+//!
+//! `CONFAB_TEST_STORE=sqlite` (the default) gives a SQLite file in a
+//! temporary directory; `CONFAB_TEST_STORE=postgres` creates a new database
+//! on the server at `CONFAB_TEST_DATABASE_URL` for every store. `scripts/test`
+//! runs the whole suite once with each.
+
+use crate::{PgOptions, PgStore, SqliteStore, Store};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub const STORE_VAR: &str = "CONFAB_TEST_STORE";
+pub const URL_VAR: &str = "CONFAB_TEST_DATABASE_URL";
+
+/// A store for one test, and what keeps it alive.
+pub struct TestDb {
+    pub store: Arc<dyn Store>,
+    /// The PostgreSQL URL of this test's own database (None on SQLite).
+    pub url: Option<String>,
+    /// The SQLite file's directory (None on PostgreSQL).
+    pub dir: Option<tempfile::TempDir>,
+}
+
+/// "sqlite" or "postgres", as the run asks.
+pub fn backend() -> &'static str {
+    match std::env::var(STORE_VAR).as_deref() {
+        Ok("postgres") => "postgres",
+        Ok("sqlite") | Err(_) => "sqlite",
+        Ok(other) => panic!("{STORE_VAR}={other}: expected sqlite or postgres"),
+    }
+}
+
+/// The admin URL of the test PostgreSQL server. Panics, saying how to get
+/// one, when it is not set: PostgreSQL tests never skip.
+pub fn admin_url() -> String {
+    std::env::var(URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "this test needs PostgreSQL: set {URL_VAR}=postgres://USER@HOST:PORT/postgres?sslmode=disable \
+             (a role allowed to CREATE DATABASE). scripts/test installs PostgreSQL (apt-get install -y postgresql) \
+             and starts a throwaway cluster with scripts/pg-cluster"
+        )
+    })
+}
+
+/// `url` with its database name replaced.
+pub fn with_dbname(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// Creates an empty database on the test server; returns its URL.
+pub async fn create_database() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let admin = admin_url();
+    let name = format!(
+        "confab_t_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
+    );
+    let (config, tls) = crate::postgres::parse_url(&admin).unwrap_or_else(|e| panic!("{URL_VAR}: {e}"));
+    let (client, conn) = config
+        .connect(tls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL at {URL_VAR}: {e}"));
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    drop(client);
+    let _ = task.await;
+    with_dbname(&admin, &name)
+}
+
+/// A PostgreSQL store on an existing database (a second "node").
+pub async fn open_pg(url: &str, opts: &PgOptions) -> Arc<PgStore> {
+    Arc::new(
+        PgStore::open(url, opts)
+            .await
+            .unwrap_or_else(|e| panic!("open PostgreSQL store: {e}")),
+    )
+}
+
+/// A fresh store of the kind the run asks for.
+pub async fn fresh_store() -> TestDb {
+    match backend() {
+        "postgres" => {
+            let url = create_database().await;
+            let opts = PgOptions {
+                pool_size: 8,
+                ..PgOptions::default()
+            };
+            TestDb {
+                store: open_pg(&url, &opts).await,
+                url: Some(url),
+                dir: None,
+            }
+        }
+        _ => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = SqliteStore::open(dir.path().join("confab.db")).expect("open SQLite store");
+            TestDb {
+                store: Arc::new(store),
+                url: None,
+                dir: Some(dir),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_dbname;
+
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(
+            with_dbname("postgres://u@h:5/postgres?sslmode=disable", "t1"),
+            "postgres://u@h:5/t1?sslmode=disable"
+        );
+        assert_eq!(with_dbname("postgres://u@h:5", "t1"), "postgres://u@h:5/t1");
+    }
+}
