@@ -15,9 +15,17 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://confab-data/confab.db";
 #[derive(Debug, Clone, Default, Args)]
 pub struct DbArgs {
     /// Database: `sqlite://PATH` (default `sqlite://confab-data/confab.db`,
-    /// created on first start).
+    /// created on first start) or `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (`?sslmode=disable|prefer|require|verify-full&sslrootcert=PATH`).
     #[arg(long, env = "CONFAB_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL: most connections this node opens (default 16).
+    #[arg(long, env = "CONFAB_DB_POOL_SIZE", global = true)]
+    pub db_pool_size: Option<usize>,
+    /// PostgreSQL: `statement_timeout` in milliseconds (default 5000); a
+    /// statement running longer fails the request as "unavailable".
+    #[arg(long, env = "CONFAB_DB_STATEMENT_TIMEOUT_MS", global = true)]
+    pub db_statement_timeout_ms: Option<u64>,
     /// Optional TOML configuration file (keys as in `confab config example`).
     #[arg(long, env = "CONFAB_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -90,6 +98,8 @@ pub struct ServeArgs {
 pub struct FileConfig {
     pub listen: Option<String>,
     pub database_url: Option<String>,
+    pub db_pool_size: Option<usize>,
+    pub db_statement_timeout_ms: Option<u64>,
     pub admin_token: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
@@ -104,6 +114,8 @@ pub struct FileConfig {
 pub struct Config {
     pub listen: String,
     pub database_url: String,
+    pub db_pool_size: usize,
+    pub db_statement_timeout_ms: u64,
     pub admin_token: Option<String>,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -124,6 +136,8 @@ impl Config {
         let f = FileConfig {
             listen: Some(DEFAULT_LISTEN.into()),
             database_url: Some(DEFAULT_DATABASE_URL.into()),
+            db_pool_size: Some(16),
+            db_statement_timeout_ms: Some(5000),
             admin_token: None,
             log_level: Some("info".into()),
             log_format: Some("text".into()),
@@ -188,6 +202,12 @@ impl Config {
                 .clone()
                 .or(file.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            db_pool_size: db.db_pool_size.or(file.db_pool_size).unwrap_or(16).max(1),
+            db_statement_timeout_ms: db
+                .db_statement_timeout_ms
+                .or(file.db_statement_timeout_ms)
+                .unwrap_or(5000)
+                .max(1),
             admin_token: serve.admin_token.clone().or(file.admin_token),
             log_level: serve
                 .log_level
@@ -203,11 +223,25 @@ impl Config {
     }
 }
 
-/// Where a `sqlite://` URL points. PostgreSQL URLs are recognised and
-/// refused with a clear message until the PostgreSQL store lands.
+/// What a database URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// The URL as given (credentials included: never log it).
+    Postgres(String),
+}
+
+pub fn parse_database_url(url: &str) -> anyhow::Result<Database> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Database::Postgres(url.to_owned()));
+    }
+    Ok(Database::Sqlite(sqlite_path(url)?))
+}
+
+/// Where a `sqlite://` URL points.
 pub fn sqlite_path(url: &str) -> anyhow::Result<PathBuf> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("PostgreSQL is not supported by this build yet; use a sqlite:// database URL");
+        bail!("{url:?} is a PostgreSQL URL, not a SQLite one");
     }
     let path = url
         .strip_prefix("sqlite://")
@@ -229,8 +263,8 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nlog_level = \"debug\"\n").unwrap();
         let db = DbArgs {
-            database_url: None,
             config: Some(file),
+            ..Default::default()
         };
         let serve = ServeArgs {
             log_level: Some("warn".into()),
@@ -253,9 +287,13 @@ mod tests {
     fn database_urls() {
         assert_eq!(sqlite_path("sqlite://a/b.db").unwrap(), PathBuf::from("a/b.db"));
         assert_eq!(sqlite_path("sqlite:///tmp/x.db").unwrap(), PathBuf::from("/tmp/x.db"));
-        assert!(sqlite_path("postgres://x")
-            .unwrap_err()
-            .to_string()
-            .contains("PostgreSQL"));
+        assert_eq!(
+            parse_database_url("postgres://u@h/db").unwrap(),
+            Database::Postgres("postgres://u@h/db".into())
+        );
+        assert_eq!(
+            parse_database_url("sqlite://x.db").unwrap(),
+            Database::Sqlite(PathBuf::from("x.db"))
+        );
     }
 }

@@ -188,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         other => {
             let config = Config::resolve(&db, &ServeArgs::default())?;
             startup::init_logging("warn", config.log_format);
-            let store = startup::open_store(&config.database_url)?;
+            let store = startup::open_store(&config).await?;
             match other {
                 Command::World {
                     command: WorldCommand::Apply { file },
@@ -348,12 +348,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
             key: key.clone(),
         }
     } else if args.tls_self_signed {
-        let path = confab_server::config::sqlite_path(&config.database_url)?;
-        let data_dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let (cert, key) = startup::self_signed(&data_dir)?;
+        let (cert, key) = startup::self_signed(&startup::data_dir(&config))?;
         println!(
             "TLS: self-signed certificate {} (trust it with NODE_EXTRA_CA_CERTS / REQUESTS_CA_BUNDLE / SSL_CERT_FILE)",
             cert.display()

@@ -1,14 +1,14 @@
 //! Opening the store, the admin token, and serving until SIGINT/SIGTERM.
 
 use crate::app::{self, HttpLimits};
-use crate::config::{sqlite_path, Config, LogFormat};
+use crate::config::{parse_database_url, Config, Database, LogFormat};
 use anyhow::Context;
 use confab_core::CoreError;
 use confab_faces::bitrix::operating::OperatingLimiter;
 use confab_faces::common::{hash_secret, random_token};
 use confab_faces::limits::PortalLimiter;
 use confab_faces::AppState;
-use confab_store::{SqliteStore, Store, StoreExt};
+use confab_store::{PgOptions, PgStore, SqliteStore, Store, StoreExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +25,34 @@ pub fn init_logging(level: &str, format: LogFormat) {
     };
 }
 
-pub fn open_store(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    let path = sqlite_path(database_url)?;
-    let store = SqliteStore::open(&path)?;
-    Ok(Arc::new(store))
+/// Opens the configured store: SQLite (a file, created on first start) or
+/// PostgreSQL (migrated at start under an advisory lock).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match parse_database_url(&config.database_url)? {
+        Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open(&path)?)),
+        Database::Postgres(url) => {
+            let opts = PgOptions {
+                pool_size: config.db_pool_size,
+                statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
+                ..PgOptions::default()
+            };
+            let store = PgStore::open(&url, &opts).await?;
+            tracing::info!(target = store.target(), pool = opts.pool_size, "PostgreSQL store open");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The directory confab keeps its own files in (the self-signed
+/// certificate): the SQLite file's directory, or `confab-data`.
+pub fn data_dir(config: &Config) -> PathBuf {
+    match parse_database_url(&config.database_url) {
+        Ok(Database::Sqlite(path)) => match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+        _ => PathBuf::from("confab-data"),
+    }
 }
 
 const ADMIN_TOKEN_KEY: &str = "admin_token_hash";
@@ -89,7 +113,7 @@ pub struct Prepared {
 }
 
 pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
-    let store = open_store(&config.database_url)?;
+    let store = open_store(config).await?;
     let (hash, generated) = admin_token(&store, config.admin_token.as_deref())
         .await
         .context("cannot set up the admin token")?;

@@ -337,7 +337,10 @@ async fn health_readiness_and_openapi() {
     let r = s.call(Method::GET, "/healthz", &[], None).await;
     assert_eq!(r.status, StatusCode::OK);
     let r = s.call(Method::GET, "/readyz", &[], None).await;
-    assert_eq!((r.status, r.body["store"].as_str()), (StatusCode::OK, Some("sqlite")));
+    assert_eq!(
+        (r.status, r.body["store"].as_str()),
+        (StatusCode::OK, Some(confab_store::testing::backend()))
+    );
     assert!(r.headers.get("x-request-id").is_some(), "request id is propagated");
     s.faults.set_failing(true);
     let r = s.call(Method::GET, "/readyz", &[], None).await;

@@ -376,14 +376,15 @@ credentials = [
         ),
     )
     .unwrap();
-    // Retries 3 s apart: long enough to stop the server in between.
+    // Retries 6 s apart (±20%): long enough to stop the server in between,
+    // even on a loaded machine.
     let args = [
         "--world",
         world_file.to_str().unwrap(),
         "--admin-token",
         "t",
         "--webhook-retry-base-ms",
-        "3000",
+        "6000",
     ];
     let (child, listen) = start(dir.path(), &args);
     let base = format!("http://{listen}");

@@ -138,6 +138,9 @@ pub enum Dialect {
 /// One open transaction of some SQL database.
 pub trait Conn {
     fn dialect(&self) -> Dialect;
+    /// Whether `SELECT … FOR UPDATE` should take row locks: PostgreSQL in
+    /// a write transaction (a read-only one may not lock).
+    fn row_locks(&self) -> bool;
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>>;
     /// Rows changed.
     fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64>;
@@ -444,12 +447,13 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn lock_chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>> {
-        match self.c.dialect() {
-            // The write transaction already holds SQLite's single writer lock.
-            Dialect::Sqlite => self.chat(tenant, id),
+        match self.c.row_locks() {
+            // SQLite's write transaction already holds the single writer
+            // lock; a read-only transaction changes nothing to protect.
+            false => self.chat(tenant, id),
             // The row lock serializes commands on this chat across
             // connections and nodes until the transaction ends.
-            Dialect::Postgres => self.one(
+            true => self.one(
                 &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE"),
                 p![tenant.0, id.0],
                 chat_row,
@@ -889,7 +893,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         limit: usize,
     ) -> TxResult<Vec<Message>> {
         self.many(
-            "SELECT chat_id, id, uuid, author_id, text, created_at FROM messages WHERE tenant_id = ?1 AND chat_id = ?2 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+            "SELECT chat_id, id, uuid, author_id, text, created_at FROM messages WHERE tenant_id = ?1 AND chat_id = ?2 AND (CAST(?3 AS BIGINT) IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
             p![tenant.0, chat.0, before.map(|b| b.0), limit as i64],
             |r| {
                 Ok(Message {
@@ -1165,7 +1169,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     ) -> TxResult<Vec<Delivery>> {
         self.many(
             &format!(
-                "SELECT {DELIVERY_COLS} FROM outbox WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3"
+                "SELECT {DELIVERY_COLS} FROM outbox WHERE (CAST(?1 AS BIGINT) IS NULL OR tenant_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3"
             ),
             p![tenant.map(|t| t.0), status.map(|s| s.as_str()), limit as i64],
             delivery_row,

@@ -1,5 +1,6 @@
-//! Test harness: the real router on an ephemeral port, a temporary SQLite
-//! database behind a switchable fault wrapper, a reqwest client, and a
+//! Test harness: the real router on an ephemeral port, a fresh store of
+//! the kind the run asks for (`CONFAB_TEST_STORE`: a temporary SQLite file,
+//! or a new PostgreSQL database) behind a switchable fault wrapper, a reqwest client, and a
 //! world builder with one line per entity.
 #![allow(dead_code)]
 
@@ -7,7 +8,7 @@ use confab_faces::admin::world::{self, *};
 use confab_faces::limits::{BucketConfig, PortalLimiter};
 use confab_faces::AppState;
 use confab_server::app::{self, HttpLimits};
-use confab_store::{FaultyStore, SqliteStore, Store, StoreExt};
+use confab_store::{FaultyStore, Store, StoreExt};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ pub struct TestServer {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub faults: Arc<FaultyStore>,
-    _dir: tempfile::TempDir,
+    pub db: confab_store::testing::TestDb,
     _task: tokio::task::JoinHandle<()>,
     _worker: tokio::task::JoinHandle<()>,
 }
@@ -84,9 +85,9 @@ impl TestServer {
         operating: Option<f64>,
         tweak: impl FnOnce(&mut AppState),
     ) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("confab.db")).expect("open store"));
-        let faults = Arc::new(FaultyStore::new(sqlite));
+        // SQLite or PostgreSQL, as the run asks (CONFAB_TEST_STORE).
+        let db = confab_store::testing::fresh_store().await;
+        let faults = Arc::new(FaultyStore::new(db.store.clone()));
         let store: Arc<dyn Store> = faults.clone();
         // Tests run without the portal limit unless they ask for one.
         let state = AppState {
@@ -110,7 +111,7 @@ impl TestServer {
             client: reqwest::Client::new(),
             store,
             faults,
-            _dir: dir,
+            db,
             _task: task,
         }
     }
@@ -400,11 +401,43 @@ pub mod process {
             .port()
     }
 
+    /// On a PostgreSQL run, the database of the confab started in `dir`:
+    /// made on first use and remembered in `dir/.pg-url`, so a restart in
+    /// the same directory finds its data again. None on SQLite runs.
+    pub fn run_database(dir: &Path) -> Option<String> {
+        if confab_store::testing::backend() != "postgres" {
+            return None;
+        }
+        let file = dir.join(".pg-url");
+        if let Ok(url) = std::fs::read_to_string(&file) {
+            return Some(url);
+        }
+        let url = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(confab_store::testing::create_database())
+        })
+        .join()
+        .expect("create database");
+        std::fs::write(&file, &url).expect("remember the database");
+        Some(url)
+    }
+
     /// Starts `confab serve --listen <free port> ARGS` in `dir` and waits
     /// until it accepts connections. Returns the child and `host:port`.
+    /// Without `--database-url` in ARGS it uses the run's store: the SQLite
+    /// default under `dir`, or on PostgreSQL runs a database of its own.
     pub fn start(dir: &Path, args: &[&str]) -> (Child, String) {
         let listen = format!("127.0.0.1:{}", free_port());
-        let mut child = confab()
+        let mut cmd = confab();
+        if !args.contains(&"--database-url") {
+            if let Some(url) = run_database(dir) {
+                cmd.env("CONFAB_DATABASE_URL", url);
+            }
+        }
+        let mut child = cmd
             .current_dir(dir)
             .args(["serve", "--listen", &listen])
             .args(args)

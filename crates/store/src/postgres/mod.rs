@@ -211,6 +211,7 @@ fn join_err(e: tokio::task::JoinError) -> CoreError {
 pub struct PgConn<'a> {
     t: &'a deadpool_postgres::Transaction<'a>,
     h: &'a Handle,
+    read_only: bool,
 }
 
 impl ToSql for Val {
@@ -275,6 +276,10 @@ impl Conn for PgConn<'_> {
         Dialect::Postgres
     }
 
+    fn row_locks(&self) -> bool {
+        !self.read_only
+    }
+
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>> {
         let rows = self.run(sql, params)?;
         rows.iter()
@@ -318,7 +323,14 @@ impl Store for PgStore {
                 )
                 .map_err(pg_err)?;
             let out = {
-                let mut tx = SqlTx::new(PgConn { t: &t, h: &h }, now());
+                let mut tx = SqlTx::new(
+                    PgConn {
+                        t: &t,
+                        h: &h,
+                        read_only: read,
+                    },
+                    now(),
+                );
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
                     .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())))
             };

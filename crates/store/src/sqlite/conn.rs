@@ -44,6 +44,10 @@ impl Conn for SqliteConn<'_> {
         Dialect::Sqlite
     }
 
+    fn row_locks(&self) -> bool {
+        false
+    }
+
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>> {
         let mut st = self.t.prepare_cached(sql).map_err(db_err)?;
         let n = st.column_count();
