@@ -192,6 +192,21 @@ pub trait AdminTx {
         at: Timestamp,
     ) -> TxResult<()>;
     fn set_setting(&mut self, key: &str, value: &str) -> TxResult<()>;
+
+    // ---- state several nodes share: rate limits, replay protection ----
+    /// Serializes, until the transaction ends, every transaction that locks
+    /// the same key (PostgreSQL advisory lock; SQLite's writer is alone).
+    fn lock_key(&mut self, key: &str) -> TxResult<()>;
+    /// A leaky bucket's (level, updated at unix ms).
+    fn bucket(&mut self, key: &str) -> TxResult<Option<(f64, i64)>>;
+    fn set_bucket(&mut self, key: &str, level: f64, updated_ms: i64) -> TxResult<()>;
+    /// A sliding window's hits (unix ms) after `since_ms`, oldest first;
+    /// older ones are forgotten.
+    fn window_hits(&mut self, key: &str, since_ms: i64) -> TxResult<Vec<i64>>;
+    fn add_window_hit(&mut self, key: &str, at_ms: i64) -> TxResult<()>;
+    /// Records `key` until `expires_at` (unix s); false when it is already
+    /// recorded and not yet expired (a replay).
+    fn claim_nonce(&mut self, key: &str, now: Timestamp, expires_at: Timestamp) -> TxResult<bool>;
 }
 
 /// What a store hands to a job: the command port and the admin port over

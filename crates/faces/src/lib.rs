@@ -38,14 +38,21 @@ impl AppState {
     /// State with the default limits (Bitrix's 2 req/s, burst 50).
     pub fn new(store: Arc<dyn Store>, admin_token_hash: String) -> Self {
         AppState {
-            store,
             admin_token_hash: Arc::new(admin_token_hash),
-            portal_limiter: Arc::new(limits::PortalLimiter::new(Some(limits::BucketConfig::BITRIX_DEFAULT))),
-            replay_guard: Arc::new(limits::ReplayGuard::new()),
+            portal_limiter: Arc::new(limits::PortalLimiter::for_store(
+                Some(limits::BucketConfig::BITRIX_DEFAULT),
+                &store,
+            )),
+            replay_guard: Arc::new(limits::ReplayGuard::for_store(&store)),
             operating: Arc::new(bitrix::operating::OperatingLimiter::new(Some(
                 bitrix::operating::DEFAULT_LIMIT_SECS,
             ))),
-            pair_limiter: Arc::new(limits::WindowLimiter::new(Some(30), std::time::Duration::from_secs(60))),
+            pair_limiter: Arc::new(limits::WindowLimiter::for_store(
+                Some(30),
+                std::time::Duration::from_secs(60),
+                &store,
+            )),
+            store,
         }
     }
 }

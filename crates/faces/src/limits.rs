@@ -4,11 +4,47 @@
 //! it above `burst` is refused). The Vibecode gateway sits in front of the
 //! same portal and passes the refusal on as 429 `RATE_LIMITED`, so both
 //! faces draw from one bucket per tenant.
+//!
+//! Every limiter here keeps its state in memory when confab runs alone
+//! (SQLite), and in the database when several nodes share a PostgreSQL
+//! store ([`shares_state`]): then a limit holds across the nodes, not per
+//! node. The rule itself is the same code either way. Should the database
+//! fail while a limit is checked, the request is let through: the command
+//! that follows meets the same database and answers "unavailable" itself.
 
 use confab_core::TenantId;
+use confab_store::{Store, StoreExt};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Whether limiters over this store must keep their state in it: true for
+/// a store several confab nodes can share.
+pub fn shares_state(store: &Arc<dyn Store>) -> bool {
+    store.backend() == "postgres"
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs a limiter's step in the shared store; on a store failure, `open`.
+async fn in_store<R: Send + 'static>(
+    store: &Arc<dyn Store>,
+    open: R,
+    f: impl FnOnce(&mut dyn confab_core::tx::StoreTx) -> Result<R, confab_core::CoreError> + Send + 'static,
+) -> R {
+    match store.write(f).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "shared limiter state unavailable; letting the request through");
+            open
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BucketConfig {
@@ -45,37 +81,73 @@ impl BucketConfig {
 pub struct PortalLimiter {
     config: Option<BucketConfig>,
     levels: Mutex<HashMap<TenantId, (f64, Instant)>>,
+    shared: Option<Arc<dyn Store>>,
+}
+
+/// The bucket after `elapsed` seconds and one more request: the new level,
+/// and `Err(retry_after)` when the request does not fit.
+fn leak(cfg: BucketConfig, level: f64, elapsed: f64) -> (f64, Result<(), Duration>) {
+    let drained = (level - elapsed * cfg.drain_per_sec).max(0.0);
+    if drained + 1.0 > cfg.burst {
+        let wait = (drained + 1.0 - cfg.burst) / cfg.drain_per_sec;
+        return (drained, Err(Duration::from_secs_f64(wait.max(0.001))));
+    }
+    (drained + 1.0, Ok(()))
 }
 
 impl PortalLimiter {
+    /// State in this process.
     pub fn new(config: Option<BucketConfig>) -> Self {
         PortalLimiter {
             config,
             levels: Mutex::new(HashMap::new()),
+            shared: None,
+        }
+    }
+
+    /// State in `store` when it is shared by several nodes.
+    pub fn for_store(config: Option<BucketConfig>, store: &Arc<dyn Store>) -> Self {
+        PortalLimiter {
+            shared: shares_state(store).then(|| store.clone()),
+            ..Self::new(config)
         }
     }
 
     /// Counts one request; `Err(retry_after)` when the bucket is full.
-    pub fn hit(&self, tenant: TenantId) -> Result<(), Duration> {
+    pub async fn hit(&self, tenant: TenantId) -> Result<(), Duration> {
         let Some(cfg) = self.config else { return Ok(()) };
+        if let Some(store) = &self.shared {
+            let key = format!("bitrix-portal:{tenant}");
+            let now = now_ms();
+            return in_store(store, Ok(()), move |tx| {
+                tx.lock_key(&key)?;
+                let (level, at) = tx.bucket(&key)?.unwrap_or((0.0, now));
+                let (level, verdict) = leak(cfg, level, (now - at).max(0) as f64 / 1000.0);
+                tx.set_bucket(&key, level, now)?;
+                Ok(verdict)
+            })
+            .await;
+        }
         let now = Instant::now();
         let mut levels = self.levels.lock().unwrap_or_else(|p| p.into_inner());
         let (level, last) = levels.entry(tenant).or_insert((0.0, now));
-        let drained = (*level - now.duration_since(*last).as_secs_f64() * cfg.drain_per_sec).max(0.0);
+        let (new_level, verdict) = leak(cfg, *level, now.duration_since(*last).as_secs_f64());
+        *level = new_level;
         *last = now;
-        if drained + 1.0 > cfg.burst {
-            *level = drained;
-            let wait = (drained + 1.0 - cfg.burst) / cfg.drain_per_sec;
-            return Err(Duration::from_secs_f64(wait.max(0.001)));
-        }
-        *level = drained + 1.0;
-        Ok(())
+        verdict
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
 
     #[test]
     fn burst_then_refuse() {
@@ -84,10 +156,10 @@ mod tests {
             burst: 3.0,
         }));
         let t = TenantId(1);
-        assert!(l.hit(t).is_ok() && l.hit(t).is_ok() && l.hit(t).is_ok());
-        let wait = l.hit(t).unwrap_err();
+        assert!(block(l.hit(t)).is_ok() && block(l.hit(t)).is_ok() && block(l.hit(t)).is_ok());
+        let wait = block(l.hit(t)).unwrap_err();
         assert!(wait.as_secs() > 100, "{wait:?}");
-        assert!(l.hit(TenantId(2)).is_ok(), "buckets are per tenant");
+        assert!(block(l.hit(TenantId(2))).is_ok(), "buckets are per tenant");
     }
 
     #[test]
@@ -97,9 +169,9 @@ mod tests {
             burst: 1.0,
         }));
         let t = TenantId(1);
-        assert!(l.hit(t).is_ok());
+        assert!(block(l.hit(t)).is_ok());
         std::thread::sleep(Duration::from_millis(5));
-        assert!(l.hit(t).is_ok());
+        assert!(block(l.hit(t)).is_ok());
     }
 
     #[test]
@@ -115,6 +187,7 @@ mod tests {
 /// twice (Chert HMAC v1: ±300 s window).
 pub struct ReplayGuard {
     seen: Mutex<HashMap<String, i64>>,
+    shared: Option<Arc<dyn Store>>,
 }
 
 impl Default for ReplayGuard {
@@ -124,15 +197,28 @@ impl Default for ReplayGuard {
 }
 
 impl ReplayGuard {
+    /// State in this process.
     pub fn new() -> Self {
         ReplayGuard {
             seen: Mutex::new(HashMap::new()),
+            shared: None,
+        }
+    }
+
+    /// State in `store` when it is shared by several nodes.
+    pub fn for_store(store: &Arc<dyn Store>) -> Self {
+        ReplayGuard {
+            shared: shares_state(store).then(|| store.clone()),
+            ..Self::new()
         }
     }
 
     /// Records `key` until `expires_at` (unix seconds); false if it was
     /// already recorded and has not expired.
-    pub fn first_use(&self, key: String, now: i64, expires_at: i64) -> bool {
+    pub async fn first_use(&self, key: String, now: i64, expires_at: i64) -> bool {
+        if let Some(store) = &self.shared {
+            return in_store(store, true, move |tx| tx.claim_nonce(&key, now, expires_at)).await;
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() > 10_000 {
             seen.retain(|_, exp| *exp > now);
@@ -153,11 +239,20 @@ mod replay_tests {
 
     #[test]
     fn replay_within_window_is_refused() {
+        let block = |f| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(f)
+        };
         let g = ReplayGuard::new();
-        assert!(g.first_use("a".into(), 100, 400));
-        assert!(!g.first_use("a".into(), 200, 500));
-        assert!(g.first_use("a".into(), 401, 700), "expired entries may be used again");
-        assert!(g.first_use("b".into(), 200, 500));
+        assert!(block(g.first_use("a".into(), 100, 400)));
+        assert!(!block(g.first_use("a".into(), 200, 500)));
+        assert!(
+            block(g.first_use("a".into(), 401, 700)),
+            "expired entries may be used again"
+        );
+        assert!(block(g.first_use("b".into(), 200, 500)));
     }
 }
 
@@ -167,20 +262,46 @@ pub struct WindowLimiter {
     max: Option<usize>,
     window: Duration,
     hits: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
+    shared: Option<Arc<dyn Store>>,
 }
 
 impl WindowLimiter {
+    /// State in this process.
     pub fn new(max: Option<usize>, window: Duration) -> Self {
         WindowLimiter {
             max,
             window,
             hits: Mutex::new(HashMap::new()),
+            shared: None,
+        }
+    }
+
+    /// State in `store` when it is shared by several nodes.
+    pub fn for_store(max: Option<usize>, window: Duration, store: &Arc<dyn Store>) -> Self {
+        WindowLimiter {
+            shared: shares_state(store).then(|| store.clone()),
+            ..Self::new(max, window)
         }
     }
 
     /// Counts a hit; `Err(retry_after)` when the window is full.
-    pub fn hit(&self, key: &str) -> Result<(), Duration> {
+    pub async fn hit(&self, key: &str) -> Result<(), Duration> {
         let Some(max) = self.max else { return Ok(()) };
+        if let Some(store) = &self.shared {
+            let key = format!("window:{key}");
+            let (now, window) = (now_ms(), self.window.as_millis() as i64);
+            return in_store(store, Ok(()), move |tx| {
+                tx.lock_key(&key)?;
+                let hits = tx.window_hits(&key, now - window)?;
+                if hits.len() >= max {
+                    let oldest = hits.first().copied().unwrap_or(now);
+                    return Ok(Err(Duration::from_millis((window - (now - oldest)).max(0) as u64)));
+                }
+                tx.add_window_hit(&key, now)?;
+                Ok(Ok(()))
+            })
+            .await;
+        }
         let now = Instant::now();
         let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
         let q = hits.entry(key.to_string()).or_default();
@@ -202,12 +323,15 @@ mod window_tests {
 
     #[test]
     fn window_refuses_then_forgets() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let w = WindowLimiter::new(Some(2), Duration::from_millis(50));
-        assert!(w.hit("a").is_ok() && w.hit("a").is_ok());
-        assert!(w.hit("a").is_err());
-        assert!(w.hit("b").is_ok(), "per key");
+        assert!(rt.block_on(w.hit("a")).is_ok() && rt.block_on(w.hit("a")).is_ok());
+        assert!(rt.block_on(w.hit("a")).is_err());
+        assert!(rt.block_on(w.hit("b")).is_ok(), "per key");
         std::thread::sleep(Duration::from_millis(60));
-        assert!(w.hit("a").is_ok());
-        assert!(WindowLimiter::new(None, Duration::from_secs(1)).hit("x").is_ok());
+        assert!(rt.block_on(w.hit("a")).is_ok());
+        assert!(rt
+            .block_on(WindowLimiter::new(None, Duration::from_secs(1)).hit("x"))
+            .is_ok());
     }
 }

@@ -391,9 +391,10 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
                     .map_err(|_| anyhow::anyhow!("--linq-rate-limit must be a number per minute or \"off\""))?,
             )
         };
-        prepared.state.pair_limiter = std::sync::Arc::new(confab_faces::limits::WindowLimiter::new(
+        prepared.state.pair_limiter = std::sync::Arc::new(confab_faces::limits::WindowLimiter::for_store(
             max,
             std::time::Duration::from_secs(60),
+            &prepared.state.store,
         ));
     }
     let worker = startup::spawn_worker(&prepared.state, delivery);

@@ -119,7 +119,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         .context("cannot set up the admin token")?;
     Ok(Prepared {
         state: AppState {
-            portal_limiter: Arc::new(PortalLimiter::new(config.bitrix_rate_limit)),
+            portal_limiter: Arc::new(PortalLimiter::for_store(config.bitrix_rate_limit, &store)),
             operating: Arc::new(OperatingLimiter::new(config.bitrix_operating_limit)),
             ..AppState::new(store, hash)
         },

@@ -371,9 +371,10 @@ async fn participants_are_queued_and_announced() {
 #[tokio::test]
 async fn chats_messages_and_the_rest() {
     let s = TestServer::start_tweaked(|st| {
-        st.pair_limiter = std::sync::Arc::new(confab_faces::limits::WindowLimiter::new(
+        st.pair_limiter = std::sync::Arc::new(confab_faces::limits::WindowLimiter::for_store(
             Some(3),
             Duration::from_secs(60),
+            &st.store,
         ));
     })
     .await;

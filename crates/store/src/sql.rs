@@ -120,12 +120,8 @@ pub struct SqlRow(pub Vec<Val>);
 impl SqlRow {
     pub fn get<T: FromVal>(&self, i: usize) -> TxResult<T> {
         let v = self.0.get(i).unwrap_or(&Val::Null);
-        T::from_val(v).ok_or_else(|| {
-            CoreError::Internal(format!(
-                "column {i} holds {v:?}, not a {}",
-                std::any::type_name::<T>()
-            ))
-        })
+        T::from_val(v)
+            .ok_or_else(|| CoreError::Internal(format!("column {i} holds {v:?}, not a {}", std::any::type_name::<T>())))
     }
 }
 
@@ -742,11 +738,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     }
 
     fn tenant(&mut self, id: TenantId) -> TxResult<Option<Tenant>> {
-        self.one(
-            "SELECT id, slug, name FROM tenants WHERE id = ?1",
-            p![id.0],
-            tenant_row,
-        )
+        self.one("SELECT id, slug, name FROM tenants WHERE id = ?1", p![id.0], tenant_row)
     }
 
     fn tenant_by_slug(&mut self, slug: &str) -> TxResult<Option<Tenant>> {
@@ -1211,7 +1203,9 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn queue_depths(&mut self) -> TxResult<(i64, i64)> {
         let d = self
-            .one("SELECT COUNT(*) FROM outbox WHERE status = 'pending'", p![], |r| r.get(0))?
+            .one("SELECT COUNT(*) FROM outbox WHERE status = 'pending'", p![], |r| {
+                r.get(0)
+            })?
             .unwrap_or(0);
         let o = self
             .one("SELECT COUNT(*) FROM operations WHERE status = 'queued'", p![], |r| {
@@ -1290,6 +1284,62 @@ impl<C: Conn> AdminTx for SqlTx<C> {
             p![key, value],
         )?;
         Ok(())
+    }
+
+    fn lock_key(&mut self, key: &str) -> TxResult<()> {
+        if self.c.row_locks() {
+            self.one("SELECT pg_advisory_xact_lock(hashtext(?1))::text", p![key], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    fn bucket(&mut self, key: &str) -> TxResult<Option<(f64, i64)>> {
+        self.one(
+            "SELECT level, updated_ms FROM rate_buckets WHERE key = ?1",
+            p![key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
+    fn set_bucket(&mut self, key: &str, level: f64, updated_ms: i64) -> TxResult<()> {
+        self.exec(
+            "INSERT INTO rate_buckets (key, level, updated_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key) DO UPDATE SET level = excluded.level, updated_ms = excluded.updated_ms",
+            p![key, level, updated_ms],
+        )?;
+        Ok(())
+    }
+
+    fn window_hits(&mut self, key: &str, since_ms: i64) -> TxResult<Vec<i64>> {
+        self.exec(
+            "DELETE FROM rate_hits WHERE key = ?1 AND at_ms <= ?2",
+            p![key, since_ms],
+        )?;
+        self.many(
+            "SELECT at_ms FROM rate_hits WHERE key = ?1 ORDER BY at_ms",
+            p![key],
+            |r| r.get(0),
+        )
+    }
+
+    fn add_window_hit(&mut self, key: &str, at_ms: i64) -> TxResult<()> {
+        self.exec("INSERT INTO rate_hits (key, at_ms) VALUES (?1, ?2)", p![key, at_ms])?;
+        Ok(())
+    }
+
+    fn claim_nonce(&mut self, key: &str, now: Timestamp, expires_at: Timestamp) -> TxResult<bool> {
+        // Atomic on both databases: a concurrent insert of the same key
+        // waits for this one, then finds it unexpired.
+        let n = self.exec(
+            "INSERT INTO replay_nonces (key, expires_at) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay_nonces.expires_at <= ?3",
+            p![key, expires_at, now],
+        )?;
+        if n > 0 && expires_at % 64 == 0 {
+            // Now and then, forget what has expired.
+            self.exec("DELETE FROM replay_nonces WHERE expires_at <= ?1", p![now])?;
+        }
+        Ok(n > 0)
     }
 }
 

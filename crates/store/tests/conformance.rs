@@ -317,7 +317,10 @@ async fn pg_only_refuses_a_newer_schema() {
         .batch_execute("INSERT INTO confab_schema (version) VALUES (999)")
         .await
         .unwrap();
-    let err = confab_store::PgStore::open(&url, &opts).await.err().expect("must refuse");
+    let err = confab_store::PgStore::open(&url, &opts)
+        .await
+        .err()
+        .expect("must refuse");
     assert!(err.to_string().contains("newer than this confab"), "{err}");
 }
 

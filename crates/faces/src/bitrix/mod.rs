@@ -150,7 +150,7 @@ async fn serve(
     if !scope.is_empty() && !ctx.scopes.iter().any(|s| s == scope) {
         return Err(system::insufficient_scope(ctx.webhook));
     }
-    if st.portal_limiter.hit(ctx.tenant.id).is_err() {
+    if st.portal_limiter.hit(ctx.tenant.id).await.is_err() {
         return Err(system::query_limit());
     }
     let now = now();

@@ -109,17 +109,20 @@ pub async fn authenticate(
             return Err(ChertError::auth("Invalid signature"));
         }
         if changes_state(method)
-            && !st.replay_guard.first_use(
-                format!(
-                    "chert:{}:{}:{}:{}",
-                    tenant.id,
-                    method,
-                    path,
-                    hex_sig.to_ascii_lowercase()
-                ),
-                now,
-                ts + WINDOW_SECS + 1,
-            )
+            && !st
+                .replay_guard
+                .first_use(
+                    format!(
+                        "chert:{}:{}:{}:{}",
+                        tenant.id,
+                        method,
+                        path,
+                        hex_sig.to_ascii_lowercase()
+                    ),
+                    now,
+                    ts + WINDOW_SECS + 1,
+                )
+                .await
         {
             return Err(ChertError::auth(
                 "Replayed request: this signature was already used; sign every request anew",

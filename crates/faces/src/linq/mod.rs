@@ -549,7 +549,7 @@ async fn send_message(
         let (t, key) = (trace.clone(), m.idempotency_key);
         // The pair limit: the line and this chat's other side.
         let pair = format!("{}:{}", tenant.id, uuid);
-        if let Err(wait) = st.pair_limiter.hit(&pair) {
+        if let Err(wait) = st.pair_limiter.hit(&pair).await {
             let mut e = LinqError::new(429, 1007, "Rate limit exceeded");
             e.retry_after = Some(wait.as_secs().max(1));
             return Err(e);

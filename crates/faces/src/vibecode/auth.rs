@@ -154,8 +154,8 @@ pub fn require_scope(caller: &Caller, scope: &'static str) -> Result<(), VibeErr
 }
 
 /// The portal's leaky bucket; refusal → 429 RATE_LIMITED with retryAfter.
-pub fn rate_limit(st: &AppState, caller: &Caller) -> Result<(), VibeError> {
-    st.portal_limiter.hit(caller.tenant.id).map_err(|wait| {
+pub async fn rate_limit(st: &AppState, caller: &Caller) -> Result<(), VibeError> {
+    st.portal_limiter.hit(caller.tenant.id).await.map_err(|wait| {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         VibeError {
             retry_after: Some(secs),

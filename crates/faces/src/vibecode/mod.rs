@@ -61,7 +61,7 @@ async fn not_found() -> VibeError {
 async fn chat_caller(st: &AppState, headers: &HeaderMap) -> Result<Caller, VibeError> {
     let caller = authenticate(st, headers).await?;
     require_scope(&caller, "im")?;
-    rate_limit(st, &caller)?;
+    rate_limit(st, &caller).await?;
     Ok(caller)
 }
 

@@ -91,7 +91,7 @@ impl TestServer {
         let store: Arc<dyn Store> = faults.clone();
         // Tests run without the portal limit unless they ask for one.
         let state = AppState {
-            portal_limiter: Arc::new(PortalLimiter::new(bucket)),
+            portal_limiter: Arc::new(PortalLimiter::for_store(bucket, &store)),
             operating: Arc::new(confab_faces::bitrix::operating::OperatingLimiter::new(operating)),
             ..AppState::new(store.clone(), confab_faces::common::hash_secret(ADMIN_TOKEN))
         };

@@ -151,7 +151,9 @@ impl PgStore {
             Ok(())
         }
         .await;
-        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+        let _ = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
         result
     }
 }
@@ -215,11 +217,7 @@ pub struct PgConn<'a> {
 }
 
 impl ToSql for Val {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match (self, ty) {
             (Val::Null, _) => Ok(IsNull::Yes),
             (Val::Int(i), &Type::INT8) => i.to_sql(ty, out),
@@ -249,10 +247,16 @@ fn column(row: &tokio_postgres::Row, i: usize) -> Result<Val, tokio_postgres::Er
     let ty = row.columns()[i].type_();
     Ok(match *ty {
         Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map_or(Val::Null, Val::Int),
-        Type::INT4 => row.try_get::<_, Option<i32>>(i)?.map_or(Val::Null, |v| Val::Int(v.into())),
-        Type::INT2 => row.try_get::<_, Option<i16>>(i)?.map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map_or(Val::Null, |v| Val::Int(v.into())),
         Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map_or(Val::Null, Val::Real),
-        Type::FLOAT4 => row.try_get::<_, Option<f32>>(i)?.map_or(Val::Null, |v| Val::Real(v.into())),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)?
+            .map_or(Val::Null, |v| Val::Real(v.into())),
         Type::BOOL => row.try_get::<_, Option<bool>>(i)?.map_or(Val::Null, Val::Bool),
         _ => row.try_get::<_, Option<String>>(i)?.map_or(Val::Null, Val::Text),
     })
@@ -283,7 +287,12 @@ impl Conn for PgConn<'_> {
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>> {
         let rows = self.run(sql, params)?;
         rows.iter()
-            .map(|r| (0..r.len()).map(|i| column(r, i)).collect::<Result<Vec<_>, _>>().map(SqlRow))
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| column(r, i))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(SqlRow)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(pg_err)
     }

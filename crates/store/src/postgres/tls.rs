@@ -145,7 +145,13 @@ mod tests {
         assert_eq!(c.get_ssl_mode(), SslMode::Require);
         let (c, _) = parse("postgres://u@h/db").unwrap();
         assert_eq!(c.get_ssl_mode(), SslMode::Prefer);
-        assert!(parse("postgres://u@h/db?sslmode=verify-full").err().unwrap().contains("sslrootcert"));
-        assert!(parse("postgres://u@h/db?sslmode=bogus").err().unwrap().contains("sslmode=bogus"));
+        assert!(parse("postgres://u@h/db?sslmode=verify-full")
+            .err()
+            .unwrap()
+            .contains("sslrootcert"));
+        assert!(parse("postgres://u@h/db?sslmode=bogus")
+            .err()
+            .unwrap()
+            .contains("sslmode=bogus"));
     }
 }

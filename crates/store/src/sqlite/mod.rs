@@ -24,9 +24,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_idempotency.sql")),
     (3, include_str!("../../migrations/sqlite/0003_bitrix.sql")),
     (4, include_str!("../../migrations/sqlite/0004_outbox.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_shared_limits.sql")),
 ];
 
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
