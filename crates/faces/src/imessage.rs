@@ -19,6 +19,9 @@ pub fn idempotent(
     work: impl FnOnce(&mut dyn StoreTx) -> Result<Value, CoreError>,
 ) -> Result<Value, CoreError> {
     let Some(key) = key else { return work(tx) };
+    // Two nodes answering the same key at once: the second waits here for
+    // the first to commit, then finds its answer.
+    tx.lock_key(&format!("idempotency:{tenant}:{scope}:{key}"))?;
     if let Some((hash, stored)) = tx.idempotent_response(tenant, scope, key)? {
         if hash != body_hash {
             return Err(CoreError::Invalid(

@@ -87,6 +87,29 @@ impl TestServer {
     ) -> TestServer {
         // SQLite or PostgreSQL, as the run asks (CONFAB_TEST_STORE).
         let db = confab_store::testing::fresh_store().await;
+        Self::start_on(db, limits, bucket, operating, tweak).await
+    }
+
+    /// Another confab node on this server's PostgreSQL database: its own
+    /// connection pool, router, limiters and delivery worker.
+    pub async fn second_node(&self, bucket: Option<BucketConfig>) -> TestServer {
+        let url = self.db.url.clone().expect("a second node needs a PostgreSQL run");
+        let store = confab_store::testing::open_pg(&url, &confab_store::PgOptions::default()).await;
+        let db = confab_store::testing::TestDb {
+            store,
+            url: Some(url),
+            dir: None,
+        };
+        Self::start_on(db, HttpLimits::default(), bucket, None, |_| {}).await
+    }
+
+    async fn start_on(
+        db: confab_store::testing::TestDb,
+        limits: HttpLimits,
+        bucket: Option<BucketConfig>,
+        operating: Option<f64>,
+        tweak: impl FnOnce(&mut AppState),
+    ) -> TestServer {
         let faults = Arc::new(FaultyStore::new(db.store.clone()));
         let store: Arc<dyn Store> = faults.clone();
         // Tests run without the portal limit unless they ask for one.
