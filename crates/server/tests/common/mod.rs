@@ -103,6 +103,16 @@ impl TestServer {
         Self::start_on(db, HttpLimits::default(), bucket, None, |_| {}).await
     }
 
+    /// A node on an existing PostgreSQL database, with these options.
+    pub async fn on_database(url: &str, opts: &confab_store::PgOptions) -> TestServer {
+        let db = confab_store::testing::TestDb {
+            store: confab_store::testing::open_pg(url, opts).await,
+            url: Some(url.to_owned()),
+            dir: None,
+        };
+        Self::start_on(db, HttpLimits::default(), None, None, |_| {}).await
+    }
+
     async fn start_on(
         db: confab_store::testing::TestDb,
         limits: HttpLimits,
