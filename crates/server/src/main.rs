@@ -56,6 +56,17 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Copy a whole SQLite deployment into an empty PostgreSQL database
+    /// (every tenant, membership history, events, pending outbox), then
+    /// compare both row by row before committing.
+    MigrateData {
+        /// The SQLite database: `sqlite://PATH`.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database: `postgres://USER:PASSWORD@HOST:PORT/DB`.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -185,6 +196,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", Config::example());
             Ok(())
         }
+        Command::MigrateData { from, to } => {
+            startup::init_logging("warn", confab_server::config::LogFormat::Text);
+            let path = confab_server::config::sqlite_path(&from)?;
+            if !matches!(
+                confab_server::config::parse_database_url(&to)?,
+                confab_server::config::Database::Postgres(_)
+            ) {
+                anyhow::bail!("--to must be a postgres:// URL");
+            }
+            let report = confab_store::migrate_data::sqlite_to_postgres(&path.to_string_lossy(), &to).await?;
+            let total: usize = report.iter().map(|(_, n)| n).sum();
+            for (table, n) in &report {
+                println!("{table:>18}  {n} rows");
+            }
+            println!(
+                "copied and verified {total} rows from {} into PostgreSQL",
+                path.display()
+            );
+            Ok(())
+        }
         other => {
             let config = Config::resolve(&db, &ServeArgs::default())?;
             startup::init_logging("warn", config.log_format);
@@ -300,7 +331,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .0,
                     )
                 }
-                Command::Serve(_) | Command::Config { .. } => unreachable!("handled above"),
+                Command::Serve(_) | Command::Config { .. } | Command::MigrateData { .. } => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

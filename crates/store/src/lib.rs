@@ -4,6 +4,7 @@
 //! it, and the chat lock is held for the whole of it.
 
 pub mod faulty;
+pub mod migrate_data;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;

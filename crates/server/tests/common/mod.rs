@@ -103,6 +103,16 @@ impl TestServer {
         Self::start_on(db, HttpLimits::default(), bucket, None, |_| {}).await
     }
 
+    /// A server on this store (SQLite or PostgreSQL, whatever the run).
+    pub async fn on_store(db: confab_store::testing::TestDb) -> TestServer {
+        Self::start_on(db, HttpLimits::default(), None, None, |_| {}).await
+    }
+
+    /// Stops the delivery worker: what is queued from now on stays queued.
+    pub fn stop_worker(&self) {
+        self._worker.abort();
+    }
+
     /// A node on an existing PostgreSQL database, with these options.
     pub async fn on_database(url: &str, opts: &confab_store::PgOptions) -> TestServer {
         let db = confab_store::testing::TestDb {

@@ -262,6 +262,14 @@ fn column(row: &tokio_postgres::Row, i: usize) -> Result<Val, tokio_postgres::Er
     })
 }
 
+/// A PostgreSQL row as [`SqlRow`].
+pub fn read_row(r: &tokio_postgres::Row) -> Result<SqlRow, tokio_postgres::Error> {
+    (0..r.len())
+        .map(|i| column(r, i))
+        .collect::<Result<Vec<_>, _>>()
+        .map(SqlRow)
+}
+
 impl PgConn<'_> {
     fn run(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<tokio_postgres::Row>> {
         let t = self.t;

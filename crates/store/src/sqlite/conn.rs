@@ -30,7 +30,8 @@ impl rusqlite::ToSql for Val {
     }
 }
 
-fn column(v: ValueRef<'_>) -> Val {
+/// A SQLite value as a [`Val`].
+pub fn column(v: ValueRef<'_>) -> Val {
     match v {
         ValueRef::Null => Val::Null,
         ValueRef::Integer(i) => Val::Int(i),

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use conn::{sqlite_tx, SqliteTx};
+pub use conn::{column, sqlite_tx, SqliteTx};
 
 /// Versioned migrations, applied in order; `PRAGMA user_version` records
 /// the last one applied.
