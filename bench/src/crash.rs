@@ -34,8 +34,12 @@ fn world(chats: usize) -> String {
     w + "]\n"
 }
 
-fn start(confab: &Path, dir: &Path, port: u16) -> anyhow::Result<Child> {
-    let child = Command::new(confab)
+fn start(confab: &Path, dir: &Path, port: u16, db: Option<&str>) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(confab);
+    if let Some(url) = db {
+        cmd.env("CONFAB_DATABASE_URL", url);
+    }
+    let child = cmd
         .current_dir(dir)
         .args([
             "serve",
@@ -61,7 +65,29 @@ fn start(confab: &Path, dir: &Path, port: u16) -> anyhow::Result<Child> {
     Ok(child)
 }
 
-pub async fn run(confab: &Path, kills: usize, chats: usize) -> anyhow::Result<()> {
+/// Where the run keeps its data: the default SQLite file, or a PostgreSQL
+/// database; with `pg_cluster` (a `scripts/pg-cluster` directory) the
+/// PostgreSQL server itself is crashed (`stop -m immediate`) and restarted
+/// every third round, while confab is serving.
+pub struct Target<'a> {
+    pub database_url: Option<&'a str>,
+    pub pg_cluster: Option<&'a Path>,
+}
+
+fn crash_database(cluster: &Path) -> anyhow::Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-cluster");
+    let out = Command::new(script)
+        .args(["crash", &cluster.to_string_lossy()])
+        .output()
+        .context("running scripts/pg-cluster crash")?;
+    if !out.status.success() {
+        bail!("restarting PostgreSQL failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+pub async fn run(confab: &Path, kills: usize, chats: usize, target: Target<'_>) -> anyhow::Result<()> {
+    let db = target.database_url;
     let confab = &confab
         .canonicalize()
         .with_context(|| format!("no confab binary at {}", confab.display()))?;
@@ -73,9 +99,9 @@ pub async fn run(confab: &Path, kills: usize, chats: usize) -> anyhow::Result<()
     let acked: Arc<Mutex<HashSet<(usize, usize)>>> = Arc::default();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let base = format!("http://127.0.0.1:{port}");
-    let mut killed = 0;
+    let (mut killed, mut db_restarts) = (0, 0);
     for round in 0..=kills {
-        let mut child = start(confab, dir.path(), port)?;
+        let mut child = start(confab, dir.path(), port, db)?;
         let run_for = Duration::from_millis(150 + rand::random::<u64>() % 500);
         let stop_at = Instant::now() + run_for;
         let mut workers = Vec::new();
@@ -101,6 +127,13 @@ pub async fn run(confab: &Path, kills: usize, chats: usize) -> anyhow::Result<()
                 }
             }));
         }
+        if let Some(cluster) = target.pg_cluster.filter(|_| round % 3 == 1) {
+            // The database crashes under confab mid-round, then comes back.
+            tokio::time::sleep(run_for / 2).await;
+            let cluster = cluster.to_path_buf();
+            tokio::task::spawn_blocking(move || crash_database(&cluster)).await??;
+            db_restarts += 1;
+        }
         // Kill while the workers are still sending.
         tokio::time::sleep(run_for.saturating_sub(Duration::from_millis(30))).await;
         if round < kills {
@@ -114,7 +147,7 @@ pub async fn run(confab: &Path, kills: usize, chats: usize) -> anyhow::Result<()
         let _ = child.wait();
     }
     // Verify on a fresh start.
-    let mut child = start(confab, dir.path(), port)?;
+    let mut child = start(confab, dir.path(), port, db)?;
     let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
     let (mut lost, mut violations, mut closed_total) = (0, 0, 0);
     for chat in 1..=chats {
@@ -157,7 +190,9 @@ pub async fn run(confab: &Path, kills: usize, chats: usize) -> anyhow::Result<()
     }
     let _ = child.kill();
     let _ = child.wait();
+    println!("store: {}", if db.is_some() { "postgres" } else { "sqlite" });
     println!("kills: {killed}");
+    println!("database restarts: {db_restarts}");
     println!("leaves acknowledged: {}", acked.len());
     println!("leaves in the database: {closed_total}");
     println!("acknowledged but lost: {lost}");

@@ -87,6 +87,13 @@ enum Cmd {
         kills: usize,
         #[arg(long, default_value_t = 200)]
         chats: usize,
+        /// Run on this PostgreSQL database instead of SQLite.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// A `scripts/pg-cluster` directory: crash and restart that
+        /// PostgreSQL server every third round as well.
+        #[arg(long, requires = "database_url")]
+        pg_cluster: Option<std::path::PathBuf>,
     },
     Storage {
         #[arg(long, default_value_t = 10000)]
@@ -434,12 +441,26 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Storage { chats, members, leaves } => storage(chats, members, leaves),
-        Cmd::Crash { confab, kills, chats } => {
+        Cmd::Crash {
+            confab,
+            kills,
+            chats,
+            database_url,
+            pg_cluster,
+        } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(crash::run(&confab, kills, chats))
+            rt.block_on(crash::run(
+                &confab,
+                kills,
+                chats,
+                crash::Target {
+                    database_url: database_url.as_deref(),
+                    pg_cluster: pg_cluster.as_deref(),
+                },
+            ))
         }
     }
 }

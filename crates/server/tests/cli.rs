@@ -114,9 +114,14 @@ fn newer_schema_is_refused() {
     assert!(err.contains("schema version 42, newer than this confab"), "{err}");
 }
 
-/// Sets `PRAGMA user_version` with the sqlite3 CLI when present, else by
-/// patching the header bytes (offset 60, big-endian u32) directly.
+/// Sets `PRAGMA user_version` by patching the header bytes (offset 60,
+/// big-endian u32) directly. The write-ahead log goes too: a page 1 still
+/// in it would shadow the patched header (the CLI process that wrote it
+/// exits without a final checkpoint).
 fn set_user_version(db: &std::path::Path, v: u32) -> bool {
+    for side in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", db.display()));
+    }
     let mut bytes = std::fs::read(db).unwrap();
     if bytes.len() < 100 {
         return false;

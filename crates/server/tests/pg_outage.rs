@@ -195,3 +195,58 @@ async fn pg_only_database_restart_fails_cleanly_then_recovers() {
     let r = s.call(Method::GET, "/readyz", &[], None).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text);
 }
+
+/// `sslmode` over a real TLS server: `require` encrypts (pg_stat_ssl says
+/// so) without checking the certificate; `verify-full` with the server's
+/// certificate as `sslrootcert` connects; `verify-full` with another
+/// certificate is refused; `disable` stays plain.
+#[tokio::test]
+async fn pg_only_sslmode_require_and_verify_full() {
+    let parent = tempfile::Builder::new().prefix("confab-ssl").tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = parent.path().join("cluster");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-cluster");
+    let out = Command::new(script)
+        .args(["start", dir.to_str().unwrap()])
+        .env("PG_CLUSTER_SSL", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cluster = Cluster { dir, _parent: parent };
+    let base = cluster.url().replace("?sslmode=disable", "");
+    let encrypted = |url: String| async move {
+        let (config, tls) = confab_store::postgres::parse_url(&url)?;
+        let (client, conn) = config.connect(tls).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let row = client
+            .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<bool, String>(row.get(0))
+    };
+    assert_eq!(encrypted(format!("{base}?sslmode=require")).await, Ok(true));
+    assert_eq!(encrypted(format!("{base}?sslmode=disable")).await, Ok(false));
+    let crt = cluster.path().join("server.crt");
+    assert_eq!(
+        encrypted(format!("{base}?sslmode=verify-full&sslrootcert={}", crt.display())).await,
+        Ok(true)
+    );
+    // Another certificate as the root: the server's is not trusted.
+    let other = tempfile::tempdir().unwrap();
+    let other_crt = other.path().join("other.pem");
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(&other_crt, generated.cert.pem()).unwrap();
+    let refused = encrypted(format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        other_crt.display()
+    ))
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // And the store itself runs over TLS.
+    let url = format!("{base}?sslmode=require");
+    let s = TestServer::on_database(&url, &confab_store::PgOptions::default()).await;
+    s.apply(world()).await;
+    for (face, status, body) in each_face(&s).await {
+        assert_eq!(status, 200, "{face} over TLS: {body}");
+    }
+}

@@ -52,8 +52,10 @@ const READERS: usize = 4;
 
 pub struct SqliteStore {
     path: PathBuf,
-    /// Write jobs go to the single writer thread (group commit).
-    writer: std::sync::mpsc::Sender<WriteJob>,
+    /// Write jobs go to the single writer thread (group commit). Taken on
+    /// drop, which ends the thread.
+    writer: Option<std::sync::mpsc::Sender<WriteJob>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
 }
@@ -174,7 +176,7 @@ impl SqliteStore {
             )?));
         }
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .map_err(|source| OpenError::CreateDir {
@@ -183,7 +185,8 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             path,
-            writer: tx,
+            writer: Some(tx),
+            writer_thread: Some(thread),
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
         })
@@ -191,6 +194,18 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Closing the store ends the writer thread and waits for it, so its
+/// connection closes: the last connection to close checkpoints the WAL
+/// into the database file (a CLI command leaves a complete file behind).
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        drop(self.writer.take());
+        if let Some(t) = self.writer_thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -252,6 +267,8 @@ impl Store for SqliteStore {
             Mode::Write => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 self.writer
+                    .as_ref()
+                    .ok_or_else(|| CoreError::Unavailable("the SQLite writer has stopped".into()))?
                     .send((job, reply))
                     .map_err(|_| CoreError::Unavailable("the SQLite writer has stopped".into()))?;
                 answer
