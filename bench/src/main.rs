@@ -12,6 +12,7 @@
 //! `synchronous` FULL and NORMAL, 1 and 100 leaves per transaction.
 
 mod crash;
+mod hold;
 mod imessage;
 
 use anyhow::{bail, Context};
@@ -94,6 +95,21 @@ enum Cmd {
         /// PostgreSQL server every third round as well.
         #[arg(long, requires = "database_url")]
         pg_cluster: Option<std::path::PathBuf>,
+    },
+    /// Hold N connections for S seconds with reads over every face; report
+    /// errors and the server's memory before, at the peak and after.
+    Hold {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        base: String,
+        #[arg(long)]
+        admin_token: String,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Server process id, to report its memory.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     Storage {
         #[arg(long, default_value_t = 10000)]
@@ -443,6 +459,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Storage { chats, members, leaves } => storage(chats, members, leaves),
+        Cmd::Hold {
+            base,
+            admin_token,
+            connections,
+            seconds,
+            pid,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(hold::run(base, admin_token, connections, seconds, pid))
+        }
         Cmd::Crash {
             confab,
             kills,

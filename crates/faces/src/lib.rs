@@ -6,6 +6,8 @@ pub mod admin;
 pub mod bitrix;
 pub mod chert;
 pub mod common;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod imessage;
 pub mod limits;
 pub mod linq;

@@ -64,6 +64,19 @@ fn substitute(text: &str, results: &Map<String, Value>) -> String {
     out
 }
 
+/// One `cmd` entry, `method?query`: the lower-case method name and its
+/// parameters, each `$result[...]` replaced from the earlier results.
+pub fn parse_command(command: &str, results: &Map<String, Value>) -> (String, Params) {
+    let (name, query) = command.split_once('?').unwrap_or((command, ""));
+    let name = name.trim().trim_start_matches('/').to_ascii_lowercase();
+    let name = name.strip_suffix(".json").unwrap_or(&name).to_string();
+    let mut params = Params::default();
+    for (k, v) in form_urlencoded(query) {
+        params.insert(&k, Value::String(substitute(&v, results)));
+    }
+    (name, params)
+}
+
 pub async fn run(st: &AppState, ctx: &Ctx, p: &Params) -> Value {
     let halt = p.flag("halt").unwrap_or(false);
     let (commands, listy): (Vec<(String, String)>, bool) = match p.get("cmd") {
@@ -78,9 +91,7 @@ pub async fn run(st: &AppState, ctx: &Ctx, p: &Params) -> Value {
     let (mut ok, mut errors, mut totals, mut nexts, mut times) = (vec![], vec![], vec![], vec![], vec![]);
     for (i, (key, command)) in commands.into_iter().enumerate() {
         let clock = Clock::start();
-        let (name, query) = command.split_once('?').unwrap_or((command.as_str(), ""));
-        let name = name.trim().trim_start_matches('/').to_ascii_lowercase();
-        let name = name.strip_suffix(".json").unwrap_or(&name).to_string();
+        let (name, params) = parse_command(&command, &results);
         let outcome = if i >= MAX_COMMANDS {
             Err(system::batch_length())
         } else if name == "batch" {
@@ -100,10 +111,6 @@ pub async fn run(st: &AppState, ctx: &Ctx, p: &Params) -> Value {
                     Err(system::operation_time_limit())
                 }
                 Some(_) => {
-                    let mut params = Params::default();
-                    for (k, v) in form_urlencoded(query) {
-                        params.insert(&k, Value::String(substitute(&v, &results)));
-                    }
                     let out = methods::call(st, ctx, &name, &params).await;
                     st.operating
                         .record(ctx.credential_id, &name, crate::common::now(), clock.elapsed());

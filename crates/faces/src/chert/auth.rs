@@ -60,6 +60,20 @@ fn changes_state(method: &Method) -> bool {
 /// method and path. (Chert's signature covers only the timestamp and the
 /// body, so two different body-less requests in one second share a
 /// signature; refusing those would break the docs' own clients.)
+/// `v1,<unix_seconds>,<hex>` → (timestamp, hex signature).
+pub fn parse_signature(sig: &str) -> Result<(i64, &str), ChertError> {
+    let mut parts = sig.splitn(3, ',');
+    let (Some("v1"), Some(ts), Some(hex_sig)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(ChertError::auth(
+            "Malformed x-chert-signature: expected v1,<unix_seconds>,<hex>",
+        ));
+    };
+    let ts: i64 = ts
+        .parse()
+        .map_err(|_| ChertError::auth("Malformed x-chert-signature timestamp"))?;
+    Ok((ts, hex_sig))
+}
+
 pub async fn authenticate(
     st: &AppState,
     method: &Method,
@@ -71,15 +85,7 @@ pub async fn authenticate(
     if let Some(sig) = header(headers, "x-chert-signature") {
         let slug =
             tenant_slug.ok_or_else(|| ChertError::auth("x-chert-tenant header is required with x-chert-signature"))?;
-        let mut parts = sig.splitn(3, ',');
-        let (Some("v1"), Some(ts), Some(hex_sig)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(ChertError::auth(
-                "Malformed x-chert-signature: expected v1,<unix_seconds>,<hex>",
-            ));
-        };
-        let ts: i64 = ts
-            .parse()
-            .map_err(|_| ChertError::auth("Malformed x-chert-signature timestamp"))?;
+        let (ts, hex_sig) = parse_signature(sig)?;
         let now = now();
         if (now - ts).abs() > WINDOW_SECS {
             return Err(ChertError::new(

@@ -462,3 +462,15 @@ async fn phone_numbers(State(st): State<AppState>, call: Signed) -> Response {
     .await;
     finish(&trace, r)
 }
+
+/// Fuzzing: ids, the signature header and every JSON body of this face.
+#[doc(hidden)]
+pub fn fuzz_input(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = chat_ref(&text);
+    let _ = auth::parse_signature(&text);
+    let _ = crate::common::parse_json::<MessageIn>(data);
+    let _ = crate::common::parse_json::<CreateIn>(data);
+    let _ = crate::common::parse_json::<ParticipantIn>(data);
+    webhooks::fuzz_input(data);
+}

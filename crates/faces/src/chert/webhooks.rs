@@ -320,3 +320,8 @@ impl WebhookFormat for ChertFormat {
         }))
     }
 }
+
+#[doc(hidden)]
+pub fn fuzz_input(data: &[u8]) {
+    let _ = crate::common::parse_json::<SubIn>(data);
+}

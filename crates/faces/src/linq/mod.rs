@@ -665,3 +665,16 @@ async fn get_message(State(st): State<AppState>, headers: HeaderMap, Path(id): P
     .await;
     finish(&trace, r)
 }
+
+/// Fuzzing: ids and every JSON body of this face.
+#[doc(hidden)]
+pub fn fuzz_input(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = chat_uuid(&text);
+    let _ = parse_json::<HandleBody>(data);
+    let _ = parse_json::<MessageIn>(data);
+    let _ = parse_json::<CreateIn>(data);
+    let _ = parse_json::<UpdateIn>(data);
+    let _ = parse_json::<SendIn>(data);
+    webhooks::fuzz_input(data);
+}

@@ -539,3 +539,8 @@ pub fn openapi() -> Value {
     json!({"openapi": "3.1.0", "info": {"title": "confab — Linq Partner API v3 face", "version": env!("CARGO_PKG_VERSION")},
            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}, "paths": paths})
 }
+
+#[doc(hidden)]
+pub fn fuzz_input(data: &[u8]) {
+    let _ = crate::common::parse_json::<SubIn>(data);
+}

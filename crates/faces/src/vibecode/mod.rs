@@ -442,3 +442,17 @@ async fn send_message(
     .await?;
     ok(json!(msg.id))
 }
+
+/// Fuzzing: every parser of this face that takes client bytes (ids and
+/// JSON bodies). Must never panic.
+#[doc(hidden)]
+pub fn fuzz_input(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = chat_id(&text);
+    let _ = dialog_chat_id(&text);
+    let bytes = Bytes::copy_from_slice(data);
+    let _ = body::<OwnerBody>(&bytes);
+    let _ = body::<NewChat>(&bytes);
+    let _ = body::<NewMembers>(&bytes);
+    let _ = body::<NewMessage>(&bytes);
+}

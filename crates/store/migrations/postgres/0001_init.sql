@@ -69,7 +69,9 @@ CREATE TABLE memberships (
     joined_at   BIGINT NOT NULL,
     left_at     BIGINT
 );
-CREATE INDEX memberships_chat ON memberships(tenant_id, chat_id);
+-- The latest row of a user in a chat is a point lookup; per-chat listings
+-- use the same index.
+CREATE INDEX memberships_member ON memberships(tenant_id, chat_id, user_id, seq);
 CREATE UNIQUE INDEX memberships_active ON memberships(tenant_id, chat_id, user_id) WHERE left_at IS NULL;
 CREATE INDEX memberships_user ON memberships(tenant_id, user_id) WHERE left_at IS NULL;
 

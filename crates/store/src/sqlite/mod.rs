@@ -25,9 +25,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_bitrix.sql")),
     (4, include_str!("../../migrations/sqlite/0004_outbox.sql")),
     (5, include_str!("../../migrations/sqlite/0005_shared_limits.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_member_index.sql")),
 ];
 
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
