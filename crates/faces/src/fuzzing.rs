@@ -53,8 +53,11 @@ pub fn vibecode(data: &[u8]) {
     crate::vibecode::fuzz_input(data);
 }
 
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: (name, entry point).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("bitrix_params", bitrix_params),
     ("bitrix_batch_cmd", bitrix_batch_cmd),
     ("chert", chert),
