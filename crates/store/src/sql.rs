@@ -458,15 +458,15 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn active_count(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<usize> {
-        // Counted on the partial index of active memberships.
+        // Kept on the chat row by open/close_membership.
         let n: i64 = self
             .one(
-                "SELECT COUNT(*) FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND left_at IS NULL",
+                "SELECT active_count FROM chats WHERE tenant_id = ?1 AND id = ?2",
                 p![tenant.0, chat.0],
                 |r| r.get(0),
             )?
             .unwrap_or(0);
-        Ok(n as usize)
+        Ok(n.max(0) as usize)
     }
 
     fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
@@ -628,14 +628,24 @@ impl<C: Conn> Tx for SqlTx<C> {
             "INSERT INTO memberships (tenant_id, chat_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             p![tenant.0, chat.0, user.0, role.as_str(), at],
         )?;
+        self.exec(
+            "UPDATE chats SET active_count = active_count + 1 WHERE tenant_id = ?1 AND id = ?2",
+            p![tenant.0, chat.0],
+        )?;
         Ok(())
     }
 
     fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()> {
-        self.exec(
+        let closed = self.exec(
             "UPDATE memberships SET left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
             p![tenant.0, chat.0, user.0, at],
         )?;
+        if closed > 0 {
+            self.exec(
+                "UPDATE chats SET active_count = active_count - ?3 WHERE tenant_id = ?1 AND id = ?2",
+                p![tenant.0, chat.0, closed as i64],
+            )?;
+        }
         Ok(())
     }
 

@@ -125,6 +125,11 @@ async fn snapshot(w: &World) -> Snapshot {
     w.store
         .read(move |tx| {
             let h = vec![tx.membership_history(t, im)?, tx.membership_history(t, g)?];
+            // The kept count always equals the active rows.
+            for c in [im, g] {
+                let active = tx.membership_history(t, c)?.iter().filter(|m| m.is_active()).count();
+                assert_eq!(tx.active_count(t, c)?, active, "active_count of chat {c}");
+            }
             Ok((h, tx.events(t, None)?.len(), tx.chat(t, g)?.and_then(|c| c.owner_id)))
         })
         .await

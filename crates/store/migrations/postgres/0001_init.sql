@@ -56,6 +56,8 @@ CREATE TABLE chats (
     line_id     BIGINT,
     chat_key    TEXT,
     created_at  BIGINT NOT NULL,
+    -- Active members, maintained with every membership change.
+    active_count BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, id)
 );
 

@@ -26,9 +26,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_outbox.sql")),
     (5, include_str!("../../migrations/sqlite/0005_shared_limits.sql")),
     (6, include_str!("../../migrations/sqlite/0006_member_index.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_active_count.sql")),
 ];
 
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
