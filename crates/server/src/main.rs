@@ -431,6 +431,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         ));
     }
     let worker = startup::spawn_worker(&prepared.state, delivery);
+    let _trim = startup::spawn_memory_trim();
     let served = startup::serve(&config, prepared, tls).await;
     worker.abort();
     served

@@ -101,6 +101,25 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// Hands freed heap back to the operating system every few seconds.
+/// glibc's allocator keeps what a burst of connections used (each holds
+/// its own buffers) long after they close; trimming lets the server's
+/// memory return to its baseline once a load is over.
+pub fn spawn_memory_trim() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free memory; it has no
+            // preconditions and is safe to call from any thread.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    })
+}
+
 /// Starts the delivery worker (webhooks and queued operations).
 pub fn spawn_worker(state: &AppState, config: confab_delivery::DeliveryConfig) -> tokio::task::JoinHandle<()> {
     confab_delivery::Worker::new(state.store.clone(), confab_faces::webhook_formats(), config).spawn()
