@@ -172,9 +172,25 @@ impl Worker {
             }
         };
         let n = ops.len();
-        // Concurrently: the store's group commit then carries many in one
-        // transaction.
-        futures_util::future::join_all(ops.into_iter().map(|op| self.run_operation(op))).await;
+        // One chat's operations run one after another, in queue order (an
+        // add queued before a leave is applied before it); different chats
+        // run concurrently, so the store's group commit (SQLite) or its
+        // pool (PostgreSQL) carries many at once without piling up on one
+        // chat's lock.
+        let mut by_chat: Vec<((TenantId, ChatId), Vec<Operation>)> = Vec::new();
+        for op in ops {
+            let key = (op.tenant_id, op.chat_id);
+            match by_chat.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, queue)) => queue.push(op),
+                None => by_chat.push((key, vec![op])),
+            }
+        }
+        futures_util::future::join_all(by_chat.into_iter().map(|(_, queue)| async move {
+            for op in queue {
+                self.run_operation(op).await;
+            }
+        }))
+        .await;
         n
     }
 

@@ -747,11 +747,14 @@ async fn fifty_concurrent_leaves_over_http_exactly_one_succeeds() {
     let s = server().await;
     let id = chert_id(&s, 1).await;
     let mut tasks = Vec::new();
+    // One clock reading: a second boundary inside the loop must not make
+    // two timestamps (and so two signatures) equal.
+    let start = now();
     for i in 0..50 {
         let client = s.client.clone();
         let url = s.url(&format!("/api/v1/chats/{id}/leave"));
         // Distinct timestamps so no two requests share a signature.
-        let ts = now() - i;
+        let ts = start - i;
         let sig = format!("v1,{ts},{}", sign(SECRET, ts, b""));
         tasks.push(tokio::spawn(async move {
             client

@@ -9,7 +9,6 @@
 use crate::postgres::{parse_url, PgOptions, PgStore};
 use crate::sql::{dollar_placeholders, SqlRow, Val};
 use rusqlite::OpenFlags;
-use tokio_postgres::types::ToSql;
 
 /// (table, key columns for a stable order). Parents before children.
 const TABLES: &[(&str, &str)] = &[
@@ -144,8 +143,7 @@ pub async fn sqlite_to_postgres(sqlite_path: &str, pg_url: &str) -> Result<Vec<(
         ));
         let st = t.prepare(&insert).await.map_err(target)?;
         for row in &rows {
-            let params: Vec<&(dyn ToSql + Sync)> = row.0.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            t.execute(&st, &params)
+            t.execute(&st, &crate::postgres::refs(&row.0))
                 .await
                 .map_err(|e| MigrateError::Target(format!("copying {table}: {e}")))?;
         }

@@ -270,17 +270,9 @@ pub fn read_row(r: &tokio_postgres::Row) -> Result<SqlRow, tokio_postgres::Error
         .map(SqlRow)
 }
 
-impl PgConn<'_> {
-    fn run(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<tokio_postgres::Row>> {
-        let t = self.t;
-        self.h
-            .block_on(async move {
-                let st = t.prepare_cached(&dollar_placeholders(sql)).await?;
-                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                t.query(&st, &refs).await
-            })
-            .map_err(pg_err)
-    }
+/// The parameters as the driver takes them.
+pub(crate) fn refs(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
 impl Conn for PgConn<'_> {
@@ -293,16 +285,15 @@ impl Conn for PgConn<'_> {
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>> {
-        let rows = self.run(sql, params)?;
-        rows.iter()
-            .map(|r| {
-                (0..r.len())
-                    .map(|i| column(r, i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(SqlRow)
+        let t = self.t;
+        let rows = self
+            .h
+            .block_on(async move {
+                let st = t.prepare_cached(&dollar_placeholders(sql)).await?;
+                t.query(&st, &refs(params)).await
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(pg_err)
+            .map_err(pg_err)?;
+        rows.iter().map(read_row).collect::<Result<Vec<_>, _>>().map_err(pg_err)
     }
 
     fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64> {
@@ -310,8 +301,7 @@ impl Conn for PgConn<'_> {
         self.h
             .block_on(async move {
                 let st = t.prepare_cached(&dollar_placeholders(sql)).await?;
-                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                t.execute(&st, &refs).await
+                t.execute(&st, &refs(params)).await
             })
             .map_err(pg_err)
     }
