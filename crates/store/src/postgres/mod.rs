@@ -114,7 +114,7 @@ impl PgStore {
             target: self.target.clone(),
             message,
         };
-        let mut client = self.pool.get().await.map_err(|e| connect(e.to_string()))?;
+        let mut client = self.pool.get().await.map_err(|e| connect(chain(&e)))?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -156,6 +156,21 @@ impl PgStore {
             .await;
         result
     }
+}
+
+/// An error with its causes: "error connecting to server: Connection refused".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 fn describe(c: &tokio_postgres::Config) -> String {
