@@ -1,11 +1,17 @@
 //! `confab-bench crash`: kills a confab with SIGKILL at random moments while
-//! it acknowledges leaves, restarts it, and checks at the end that every
-//! acknowledged leave is in the database, that no change is half-applied
-//! (each closed membership has exactly one `left` event and vice versa) and
-//! that nobody is active twice.
+//! it acknowledges leaves through three faces — Vibecode and Bitrix
+//! (`im.chat.leave`) in group chats, Chert (HMAC-signed) in iMessage groups
+//! — restarts it, and checks at the end that every acknowledged leave is in
+//! the database, that no change is half-applied (each closed membership has
+//! exactly one `left` event and vice versa), that nobody is active twice,
+//! that no iMessage group fell below 3, and that every acknowledged Chert
+//! leave's `participant.removed` webhook reached the tool's own receiver at
+//! least once (a Linq subscription).
 
 use anyhow::{bail, Context};
+use hmac::{Hmac, Mac};
 use serde_json::Value;
+use sha2::Sha256;
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -14,23 +20,45 @@ use std::time::{Duration, Instant};
 
 const USERS: usize = 40;
 const ADMIN: &str = "crash-admin";
+const LINE: &str = "+15550000000";
+const CHERT_SECRET: &str = "crash-chert-secret";
+
+/// The UUID of iMessage group `g` (its Chert id is `ch_` + the hex).
+fn group_uuid(g: usize) -> String {
+    format!("00000000-0000-4000-8000-{g:012}")
+}
 
 fn world(chats: usize) -> String {
     let mut w = String::from("[[tenants]]\nslug = \"crash\"\nusers = [\n");
     for u in 1..=USERS {
         w += &format!("  {{ id = {u}, name = \"u{u}\" }},\n");
     }
-    w += "]\nchats = [\n";
+    w += &format!("]\nlines = [{{ number = \"{LINE}\" }}]\nchats = [\n");
     let members: Vec<String> = (2..=USERS).map(|u| u.to_string()).collect();
     for c in 1..=chats {
         w += &format!("  {{ id = {c}, owner = 1, members = [{}] }},\n", members.join(", "));
+    }
+    // As many iMessage groups of 4 (the line and 3 contacts).
+    for g in 1..=chats {
+        let h = |i: usize| format!("\"+1556{:07}\"", g * 3 + i);
+        w += &format!(
+            "  {{ id = {}, uuid = \"{}\", line = \"{LINE}\", members = [{}, {}, {}] }},\n",
+            chats + g,
+            group_uuid(g),
+            h(0),
+            h(1),
+            h(2)
+        );
     }
     w += "]\ncredentials = [\n";
     for u in 1..=USERS {
         w += &format!(
             "  {{ kind = \"vibecode_personal\", secret = \"vibe_api_crash_{u}\", user = {u}, scopes = [\"im\"] }},\n"
         );
+        w += &format!("  {{ kind = \"bitrix_webhook\", secret = \"crashhook{u}\", user = {u}, scopes = [\"im\"] }},\n");
     }
+    w += &format!("  {{ kind = \"chert_signing\", secret = \"{CHERT_SECRET}\" }},\n");
+    w += "  { kind = \"linq_api_key\", secret = \"crash-linq\" },\n";
     w + "]\n"
 }
 
@@ -50,7 +78,16 @@ fn start(confab: &Path, dir: &Path, port: u16, db: Option<&str>) -> anyhow::Resu
             "--world",
             "world.toml",
         ])
-        .args(["--bitrix-rate-limit", "off", "--log-level", "warn"])
+        .args([
+            "--bitrix-rate-limit",
+            "off",
+            "--bitrix-operating-limit",
+            "off",
+            "--log-level",
+            "warn",
+        ])
+        // Short retries, so deliveries interrupted by a kill finish soon.
+        .args(["--webhook-retry-base-ms", "200"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -94,14 +131,56 @@ pub async fn run(confab: &Path, kills: usize, chats: usize, target: Target<'_>) 
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("world.toml"), world(chats))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let pairs: Vec<(usize, usize)> = (1..=chats).flat_map(|c| (2..=USERS).map(move |u| (c, u))).collect();
-    let queue = Arc::new(Mutex::new(pairs.into_iter().rev().collect::<Vec<_>>()));
+    // (chat, user): a group chat and a member (odd users leave through
+    // Bitrix, even ones through Vibecode), or (iMessage group, 0): the line
+    // leaves through Chert. Shuffled, so every round mixes the faces.
+    let mut pairs: Vec<(usize, usize)> = (1..=chats).flat_map(|c| (2..=USERS).map(move |u| (c, u))).collect();
+    pairs.extend((1..=chats).map(|g| (chats + g, 0)));
+    {
+        use rand::seq::SliceRandom;
+        pairs.shuffle(&mut rand::thread_rng());
+    }
+    let queue = Arc::new(Mutex::new(pairs));
+    // The webhook receiver: every body that arrives.
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let hook_url = {
+        let r = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let r = r.clone();
+                async move {
+                    if let Ok(mut r) = r.lock() {
+                        r.push(String::from_utf8_lossy(&body).into_owned());
+                    }
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        url
+    };
+    let mut subscribed = false;
     let acked: Arc<Mutex<HashSet<(usize, usize)>>> = Arc::default();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let base = format!("http://127.0.0.1:{port}");
     let (mut killed, mut db_restarts) = (0, 0);
     for round in 0..=kills {
         let mut child = start(confab, dir.path(), port, db)?;
+        if !subscribed {
+            let r = client
+                .post(format!("{base}/api/partner/v3/webhook-subscriptions"))
+                .bearer_auth("crash-linq")
+                .json(&serde_json::json!({"target_url": hook_url, "subscribed_events": ["participant.removed"]}))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "subscription failed: {}", r.status());
+            subscribed = true;
+        }
         let run_for = Duration::from_millis(150 + rand::random::<u64>() % 500);
         let stop_at = Instant::now() + run_for;
         let mut workers = Vec::new();
@@ -112,11 +191,26 @@ pub async fn run(confab: &Path, kills: usize, chats: usize, target: Target<'_>) 
                     let Some((chat, user)) = q.lock().map(|mut q| q.pop()).ok().flatten() else {
                         break;
                     };
-                    let r = c
-                        .post(format!("{b}/v1/chats/{chat}/leave"))
-                        .header("x-api-key", format!("vibe_api_crash_{user}"))
-                        .send()
-                        .await;
+                    let req = if user == 0 {
+                        let g = chat - chats;
+                        let ts = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs() as i64)
+                            .unwrap_or(0);
+                        let mut mac = Hmac::<Sha256>::new_from_slice(CHERT_SECRET.as_bytes()).expect("hmac");
+                        mac.update(format!("{ts}.").as_bytes());
+                        let sig = hex::encode(mac.finalize().into_bytes());
+                        c.post(format!("{b}/api/v1/chats/ch_{}/leave", group_uuid(g).replace('-', "")))
+                            .header("x-chert-tenant", "crash")
+                            .header("x-chert-signature", format!("v1,{ts},{sig}"))
+                    } else if user % 2 == 1 {
+                        c.post(format!("{b}/rest/{user}/crashhook{user}/im.chat.leave"))
+                            .json(&serde_json::json!({"CHAT_ID": chat}))
+                    } else {
+                        c.post(format!("{b}/v1/chats/{chat}/leave"))
+                            .header("x-api-key", format!("vibe_api_crash_{user}"))
+                    };
+                    let r = req.send().await;
                     if let Ok(r) = r {
                         if r.status().is_success() {
                             if let Ok(mut a) = a.lock() {
@@ -150,7 +244,8 @@ pub async fn run(confab: &Path, kills: usize, chats: usize, target: Target<'_>) 
     let mut child = start(confab, dir.path(), port, db)?;
     let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
     let (mut lost, mut violations, mut closed_total) = (0, 0, 0);
-    for chat in 1..=chats {
+    let mut below_floor = 0;
+    for chat in 1..=chats * 2 {
         let v: Value = client
             .get(format!("{base}/admin/v1/tenants/crash/chats/{chat}"))
             .bearer_auth(ADMIN)
@@ -181,13 +276,35 @@ pub async fn run(confab: &Path, kills: usize, chats: usize, target: Target<'_>) 
             violations += 1; // a change without its event, or an event without its change
         }
         closed_total += closed.len();
-        for &(c, u) in acked.iter().filter(|(c, _)| *c == chat) {
-            if !closed.contains(&u) {
+        if chat > chats && active.len() < 3 {
+            below_floor += 1; // an iMessage group below 3
+        }
+        for &(_, u) in acked.iter().filter(|(c, _)| *c == chat) {
+            // u == 0: the line left an iMessage group (the only one who can).
+            let present = if u == 0 {
+                !closed.is_empty()
+            } else {
+                closed.contains(&u)
+            };
+            if !present {
                 lost += 1;
             }
-            let _ = c;
         }
     }
+    // Every acknowledged Chert leave's webhook arrives, at least once.
+    let groups_acked: Vec<usize> = acked.iter().filter(|(_, u)| *u == 0).map(|(c, _)| c - chats).collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let undelivered = loop {
+        let bodies = received.lock().map(|r| r.clone()).unwrap_or_default();
+        let missing = groups_acked
+            .iter()
+            .filter(|g| !bodies.iter().any(|b| b.contains(&group_uuid(**g))))
+            .count();
+        if missing == 0 || Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let _ = child.kill();
     let _ = child.wait();
     println!("store: {}", if db.is_some() { "postgres" } else { "sqlite" });
@@ -196,9 +313,18 @@ pub async fn run(confab: &Path, kills: usize, chats: usize, target: Target<'_>) 
     println!("leaves acknowledged: {}", acked.len());
     println!("leaves in the database: {closed_total}");
     println!("acknowledged but lost: {lost}");
+    println!(
+        "  of which Chert leaves of the line in iMessage groups: {}",
+        groups_acked.len()
+    );
+    println!("iMessage groups below 3: {below_floor}");
     println!("invariant violations: {violations}");
-    if lost > 0 || violations > 0 {
-        bail!("crash safety failed: {lost} lost, {violations} violations");
+    println!(
+        "webhooks received: {}; acknowledged Chert leaves without their webhook: {undelivered}",
+        received.lock().map(|r| r.len()).unwrap_or(0)
+    );
+    if lost > 0 || violations > 0 || below_floor > 0 || undelivered > 0 {
+        bail!("crash safety failed: {lost} lost, {violations} violations, {below_floor} below the floor, {undelivered} webhooks missing");
     }
     Ok(())
 }
