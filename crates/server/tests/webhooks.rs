@@ -432,6 +432,31 @@ credentials = [
     for rx in &receivers {
         rt.block_on(rx.wait_for(1)); // each first attempt got a 500
     }
+    // Stop only once the three failed attempts are recorded: an attempt in
+    // flight when the server stops stays leased until its lease runs out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let recorded = rt.block_on(async {
+            let r = reqwest::Client::new()
+                .get(format!("{base}/admin/v1/deliveries?status=pending"))
+                .bearer_auth("t")
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            v.as_array()
+                .map(|a| a.iter().filter(|d| d["attempts"].as_i64() == Some(1)).count())
+                .unwrap_or(0)
+        });
+        if recorded >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first attempts not recorded: {recorded}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let (status, _) = stop(child);
     assert!(status.success());
     let counts: Vec<usize> = receivers.iter().map(|r| r.count()).collect();
