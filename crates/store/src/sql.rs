@@ -350,6 +350,18 @@ fn sub_columns(sub: &Subscription) -> TxResult<(String, String)> {
     Ok((events, kinds.join(" ")))
 }
 
+/// `chat_id, id, uuid, author_id, text, created_at`.
+fn message_row(r: &SqlRow) -> TxResult<Message> {
+    Ok(Message {
+        chat_id: ChatId(r.get(0)?),
+        id: MessageId(r.get(1)?),
+        uuid: parse_uuid(r.get(2)?)?,
+        author_id: UserId(r.get(3)?),
+        text: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
 const DELIVERY_COLS: &str =
     "id, tenant_id, subscription_id, event_id, status, attempts, next_attempt_at, last_status, last_error, created_at";
 fn delivery_row(r: &SqlRow) -> TxResult<Delivery> {
@@ -897,16 +909,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         self.many(
             "SELECT chat_id, id, uuid, author_id, text, created_at FROM messages WHERE tenant_id = ?1 AND chat_id = ?2 AND (CAST(?3 AS BIGINT) IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
             p![tenant.0, chat.0, before.map(|b| b.0), limit as i64],
-            |r| {
-                Ok(Message {
-                    chat_id: ChatId(r.get(0)?),
-                    id: MessageId(r.get(1)?),
-                    uuid: parse_uuid(r.get(2)?)?,
-                    author_id: UserId(r.get(3)?),
-                    text: r.get(4)?,
-                    created_at: r.get(5)?,
-                })
-            },
+            message_row,
         )
     }
 
@@ -914,16 +917,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         self.one(
             "SELECT chat_id, id, uuid, author_id, text, created_at FROM messages WHERE tenant_id = ?1 AND uuid = ?2",
             p![tenant.0, uuid.to_string()],
-            |r| {
-                Ok(Message {
-                    chat_id: ChatId(r.get(0)?),
-                    id: MessageId(r.get(1)?),
-                    uuid: parse_uuid(r.get(2)?)?,
-                    author_id: UserId(r.get(3)?),
-                    text: r.get(4)?,
-                    created_at: r.get(5)?,
-                })
-            },
+            message_row,
         )
     }
 
