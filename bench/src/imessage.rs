@@ -222,20 +222,5 @@ async fn drive_linq(
             (ok, err, lat)
         }));
     }
-    let (mut ok, mut errors, mut latencies_ms) = (0, 0, Vec::new());
-    for h in handles {
-        if let Ok((o, e, l)) = h.await {
-            ok += o;
-            errors += e;
-            latencies_ms.extend(l);
-        }
-    }
-    latencies_ms.sort_by(|a, b| a.total_cmp(b));
-    Phase {
-        name: name.into(),
-        ok,
-        errors,
-        seconds: started.elapsed().as_secs_f64(),
-        latencies_ms,
-    }
+    Phase::collect(name, started, handles).await
 }

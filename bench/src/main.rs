@@ -144,7 +144,34 @@ pub(crate) struct Phase {
     pub(crate) latencies_ms: Vec<f64>,
 }
 
+/// What one worker of a phase returns: (ok, errors, latencies in ms).
+pub(crate) type WorkerResult = (usize, usize, Vec<f64>);
+
 impl Phase {
+    /// Sums the workers' results into the phase's figures.
+    pub(crate) async fn collect(
+        name: &str,
+        started: Instant,
+        handles: Vec<tokio::task::JoinHandle<WorkerResult>>,
+    ) -> Phase {
+        let (mut ok, mut errors, mut latencies_ms) = (0, 0, Vec::new());
+        for h in handles {
+            if let Ok((o, e, l)) = h.await {
+                ok += o;
+                errors += e;
+                latencies_ms.extend(l);
+            }
+        }
+        latencies_ms.sort_by(|a, b| a.total_cmp(b));
+        Phase {
+            name: name.into(),
+            ok,
+            errors,
+            seconds: started.elapsed().as_secs_f64(),
+            latencies_ms,
+        }
+    }
+
     pub(crate) fn throughput(&self) -> f64 {
         self.ok as f64 / self.seconds.max(1e-9)
     }
@@ -189,22 +216,7 @@ where
             (ok, err, lat)
         }));
     }
-    let (mut ok, mut errors, mut latencies_ms) = (0, 0, Vec::new());
-    for h in handles {
-        if let Ok((o, e, l)) = h.await {
-            ok += o;
-            errors += e;
-            latencies_ms.extend(l);
-        }
-    }
-    latencies_ms.sort_by(|a, b| a.total_cmp(b));
-    Phase {
-        name: name.into(),
-        ok,
-        errors,
-        seconds: started.elapsed().as_secs_f64(),
-        latencies_ms,
-    }
+    Phase::collect(name, started, handles).await
 }
 
 async fn provision(
