@@ -77,11 +77,24 @@ pub fn is_e164(s: &str) -> bool {
 }
 
 /// OpenAPI path parameters for every `{name}` in `path` (strings).
-pub fn path_params(path: &str) -> Vec<serde_json::Value> {
+pub fn path_params(path: &str, examples: &[(&str, &str)]) -> Vec<serde_json::Value> {
     path.split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| serde_json::json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .map(|name| {
+            let mut p = serde_json::json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}});
+            // An example naming a chat of the demo world lets a generator
+            // (schemathesis' examples phase) reach the success responses.
+            if let Some((_, ex)) = examples.iter().find(|(n, _)| *n == name) {
+                p["example"] = serde_json::json!(ex);
+            }
+            p
+        })
         .collect()
+}
+
+/// An OpenAPI response whose body is JSON of `schema`.
+pub fn json_response(description: &str, schema: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
 #[cfg(test)]

@@ -158,23 +158,29 @@ fn schemas() -> Value {
         "NewMember": s(json!({"member": {"$ref": "#/components/schemas/Member"}}), &["member"]),
         "CrmLink": s(json!({"entity_type": string, "entity_id": int, "chat_id": int}), &["entity_type", "entity_id", "chat_id"]),
         "World": s(json!({"tenants": {"type": "array", "items": {"type": "object"}}}), &[]),
-        "Error": s(json!({"error": s(json!({"code": string, "message": string}), &["code", "message"])}), &["error"]),
+        "Error": {"type": "object", "required": ["error"], "additionalProperties": false, "properties": {
+            "error": s(json!({"code": string, "message": string}), &["code", "message"])
+        }},
     })
 }
 
 pub fn document() -> Value {
+    use crate::common::json_response;
+    let err = |d: &str| json_response(d, json!({"$ref": "#/components/schemas/Error"}));
     let mut paths = Map::new();
     for (method, path, summary, schema, status) in ROUTES {
-        let params = crate::common::path_params(path);
-        let err = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        let params = crate::common::path_params(path, &[("slug", "demo"), ("id", "1")]);
         let mut op = json!({
             "summary": summary,
             "parameters": params,
             "responses": {
-                status.to_string(): {"description": "success"},
-                "400": {"description": "malformed request", "content": err["content"].clone()},
-                "401": {"description": "missing or invalid admin token", "content": err["content"].clone()},
-                "404": {"description": "tenant or entity not found", "content": err["content"].clone()},
+                status.to_string(): json_response("success: the entity or list", json!({"type": ["object", "array"]})),
+                "400": err("invalid_request: malformed request"),
+                "401": err("unauthorized: missing or invalid admin token"),
+                "404": err("not_found: tenant or entity not found"),
+                "409": err("conflict: the entity already exists"),
+                "422": err("invalid, rule_violation: the change breaks a rule"),
+                "503": err("unavailable: the store is unavailable"),
             }
         });
         if !schema.is_empty() {

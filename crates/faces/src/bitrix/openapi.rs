@@ -46,6 +46,8 @@ pub const METHODS: &[&str] = &[
 ];
 
 pub fn document() -> Value {
+    use crate::common::json_response;
+    let err = |d: &str| json_response(d, json!({"$ref": "#/components/schemas/Error"}));
     let mut paths = Map::new();
     for m in METHODS {
         let scope = scope_of(&m.to_lowercase()).unwrap_or("");
@@ -58,27 +60,49 @@ pub fn document() -> Value {
                 "multipart/form-data": {"schema": {"type": "object"}}
             }},
             "responses": {
-                "200": {"description": "{\"result\": ..., \"time\": {...}}"},
-                "400": {"description": "method error {\"error\", \"error_description\"}"},
-                "401": {"description": "NO_AUTH_FOUND, INVALID_CREDENTIALS, invalid_token, expired_token, insufficient_scope"},
-                "403": {"description": "method access errors"},
-                "404": {"description": "ERROR_METHOD_NOT_FOUND"},
-                "429": {"description": "OPERATION_TIME_LIMIT"},
-                "503": {"description": "QUERY_LIMIT_EXCEEDED"}
+                "200": json_response("{\"result\": ..., \"time\": {...}}", json!({"$ref": "#/components/schemas/Success"})),
+                "400": err("method error"),
+                "401": err("NO_AUTH_FOUND, INVALID_CREDENTIALS, invalid_token, expired_token, insufficient_scope"),
+                "403": err("method access errors"),
+                "404": err("ERROR_METHOD_NOT_FOUND"),
+                "429": err("OPERATION_TIME_LIMIT"),
+                "500": err("INTERNAL_SERVER_ERROR (the store is unavailable)"),
+                "503": err("QUERY_LIMIT_EXCEEDED")
             }
         });
         let mut hook = op.clone();
-        hook["parameters"] = json!(crate::common::path_params("/rest/{user_id}/{webhook_code}"));
+        hook["parameters"] = json!(crate::common::path_params(
+            "/rest/{user_id}/{webhook_code}",
+            &[("user_id", "1"), ("webhook_code", "demowebhookcode1")]
+        ));
         paths.insert(
             format!("/rest/{{user_id}}/{{webhook_code}}/{m}"),
             json!({"post": hook.clone(), "get": hook}),
         );
         paths.insert(format!("/rest/{m}"), json!({"post": op.clone(), "get": op}));
     }
+    let number = json!({"type": "number"});
+    let string = json!({"type": "string"});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "confab — Bitrix24 REST face", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Method names are case-insensitive and may end in .json. OAuth calls pass `auth` in the query or body."},
+        "components": {"schemas": {
+            "Success": {"type": "object", "required": ["result", "time"], "properties": {
+                "result": {},
+                "total": {"type": "integer"},
+                "next": {"type": "integer"},
+                "time": {"type": "object",
+                    "required": ["start", "finish", "duration", "processing", "date_start", "date_finish", "operating_reset_at", "operating"],
+                    "properties": {
+                        "start": number, "finish": number, "duration": number, "processing": number,
+                        "date_start": string, "date_finish": string, "operating_reset_at": {"type": "integer"}, "operating": number
+                    }}
+            }},
+            "Error": {"type": "object", "required": ["error", "error_description"], "properties": {
+                "error": string, "error_description": string
+            }}
+        }},
         "paths": paths,
     })
 }

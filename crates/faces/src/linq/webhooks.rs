@@ -409,135 +409,263 @@ impl WebhookFormat for LinqFormat {
     }
 }
 
+/// `/openapi/linq.json`: (method, path, summary, confab extension?, success
+/// status, success schema or "" for no body).
+const ROUTES: &[(&str, &str, &str, bool, u16, &str)] = &[
+    (
+        "post",
+        "/api/partner/v3/chats/{chatId}/leave",
+        "Leave a group chat: accepted at once (trace_id), done by a worker, participant.removed when done",
+        false,
+        202,
+        "Accepted",
+    ),
+    (
+        "post",
+        "/api/partner/v3/chats",
+        "Create a chat (DM or group) from one of your numbers with a first message",
+        false,
+        201,
+        "ChatCreated",
+    ),
+    (
+        "get",
+        "/api/partner/v3/chats",
+        "List chats (cursor, limit, from, to)",
+        false,
+        200,
+        "ChatPage",
+    ),
+    (
+        "get",
+        "/api/partner/v3/chats/{chatId}",
+        "Retrieve a chat with every handle (active, left, removed)",
+        false,
+        200,
+        "Chat",
+    ),
+    (
+        "put",
+        "/api/partner/v3/chats/{chatId}",
+        "Update a group's display name (DM → 409/1006)",
+        false,
+        200,
+        "ChatUpdated",
+    ),
+    (
+        "post",
+        "/api/partner/v3/chats/{chatId}/participants",
+        "Add a participant (queued)",
+        false,
+        202,
+        "Accepted",
+    ),
+    (
+        "delete",
+        "/api/partner/v3/chats/{chatId}/participants",
+        "Remove a participant (JSON body {handle}; queued)",
+        false,
+        202,
+        "Accepted",
+    ),
+    (
+        "post",
+        "/api/partner/v3/chats/{chatId}/typing",
+        "Start typing (DMs)",
+        false,
+        204,
+        "",
+    ),
+    (
+        "delete",
+        "/api/partner/v3/chats/{chatId}/typing",
+        "Stop typing (DMs)",
+        false,
+        204,
+        "",
+    ),
+    (
+        "post",
+        "/api/partner/v3/chats/{chatId}/read",
+        "Mark the chat read",
+        false,
+        204,
+        "",
+    ),
+    (
+        "post",
+        "/api/partner/v3/chats/{chatId}/messages",
+        "Send a message (idempotency_key honoured; 30 per 60 s per pair)",
+        false,
+        201,
+        "MessageSent",
+    ),
+    (
+        "get",
+        "/api/partner/v3/chats/{chatId}/messages",
+        "List messages (cursor, limit)",
+        false,
+        200,
+        "MessagePage",
+    ),
+    (
+        "get",
+        "/api/partner/v3/messages/{messageId}",
+        "Retrieve a message",
+        false,
+        200,
+        "Message",
+    ),
+    (
+        "get",
+        "/api/partner/v3/phonenumbers",
+        "Your numbers",
+        false,
+        200,
+        "PhoneNumbers",
+    ),
+    (
+        "get",
+        "/api/partner/v3/phone_numbers",
+        "Your numbers",
+        false,
+        200,
+        "PhoneNumbers",
+    ),
+    (
+        "get",
+        "/api/partner/v3/webhook-events",
+        "Event types",
+        false,
+        200,
+        "EventTypes",
+    ),
+    (
+        "get",
+        "/api/partner/v3/webhook-subscriptions",
+        "List subscriptions",
+        false,
+        200,
+        "SubscriptionList",
+    ),
+    (
+        "post",
+        "/api/partner/v3/webhook-subscriptions",
+        "Create a subscription (signing_secret returned once)",
+        false,
+        201,
+        "Subscription",
+    ),
+    (
+        "get",
+        "/api/partner/v3/webhook-subscriptions/{id}",
+        "Retrieve a subscription",
+        false,
+        200,
+        "Subscription",
+    ),
+    (
+        "put",
+        "/api/partner/v3/webhook-subscriptions/{id}",
+        "Update a subscription",
+        false,
+        200,
+        "Subscription",
+    ),
+    (
+        "delete",
+        "/api/partner/v3/webhook-subscriptions/{id}",
+        "Delete a subscription",
+        false,
+        204,
+        "",
+    ),
+    (
+        "get",
+        "/api/partner/v3/operations/{traceId}",
+        "The outcome of a queued leave/add/remove",
+        true,
+        200,
+        "Operation",
+    ),
+];
+
 pub fn openapi() -> Value {
-    let routes: &[(&str, &str, &str, bool)] = &[
-        (
-            "post",
-            "/api/partner/v3/chats/{chatId}/leave",
-            "Leave a group chat: accepted at once (trace_id), done by a worker, participant.removed when done",
-            false,
-        ),
-        (
-            "post",
-            "/api/partner/v3/chats",
-            "Create a chat (DM or group) from one of your numbers with a first message",
-            false,
-        ),
-        (
-            "get",
-            "/api/partner/v3/chats",
-            "List chats (cursor, limit, from, to)",
-            false,
-        ),
-        (
-            "get",
-            "/api/partner/v3/chats/{chatId}",
-            "Retrieve a chat with every handle (active, left, removed)",
-            false,
-        ),
-        (
-            "put",
-            "/api/partner/v3/chats/{chatId}",
-            "Update a group's display name (DM → 409/1006)",
-            false,
-        ),
-        (
-            "post",
-            "/api/partner/v3/chats/{chatId}/participants",
-            "Add a participant (queued)",
-            false,
-        ),
-        (
-            "delete",
-            "/api/partner/v3/chats/{chatId}/participants",
-            "Remove a participant (JSON body {handle}; queued)",
-            false,
-        ),
-        (
-            "post",
-            "/api/partner/v3/chats/{chatId}/typing",
-            "Start typing (DMs)",
-            false,
-        ),
-        (
-            "delete",
-            "/api/partner/v3/chats/{chatId}/typing",
-            "Stop typing (DMs)",
-            false,
-        ),
-        (
-            "post",
-            "/api/partner/v3/chats/{chatId}/read",
-            "Mark the chat read",
-            false,
-        ),
-        (
-            "post",
-            "/api/partner/v3/chats/{chatId}/messages",
-            "Send a message (idempotency_key honoured; 30 per 60 s per pair)",
-            false,
-        ),
-        (
-            "get",
-            "/api/partner/v3/chats/{chatId}/messages",
-            "List messages (cursor, limit)",
-            false,
-        ),
-        ("get", "/api/partner/v3/phonenumbers", "Your numbers", false),
-        ("get", "/api/partner/v3/phone_numbers", "Your numbers", false),
-        ("get", "/api/partner/v3/webhook-events", "Event types", false),
-        (
-            "get",
-            "/api/partner/v3/webhook-subscriptions",
-            "List subscriptions",
-            false,
-        ),
-        (
-            "post",
-            "/api/partner/v3/webhook-subscriptions",
-            "Create a subscription (signing_secret returned once)",
-            false,
-        ),
-        (
-            "get",
-            "/api/partner/v3/webhook-subscriptions/{id}",
-            "Retrieve a subscription",
-            false,
-        ),
-        (
-            "put",
-            "/api/partner/v3/webhook-subscriptions/{id}",
-            "Update a subscription",
-            false,
-        ),
-        (
-            "delete",
-            "/api/partner/v3/webhook-subscriptions/{id}",
-            "Delete a subscription",
-            false,
-        ),
-        (
-            "get",
-            "/api/partner/v3/operations/{traceId}",
-            "The outcome of a queued leave/add/remove",
-            true,
-        ),
-    ];
+    use crate::common::json_response;
+    let err = |d: &str| json_response(d, json!({"$ref": "#/components/schemas/Error"}));
     let mut paths = serde_json::Map::new();
-    for (method, path, summary, ext) in routes {
-        let mut op = json!({"summary": summary, "parameters": crate::common::path_params(path), "security": [{"bearer": []}], "responses": {
-            "200": {"description": "success"}, "202": {"description": "accepted (queued operations)"},
-            "400": {"description": "1001 missing field, 1002 E.164, 1003 invalid body, 1004 content, 1005 invalid value"},
-            "401": {"description": "2004"}, "403": {"description": "2005, 2006"}, "404": {"description": "2001"},
-            "409": {"description": "1006 DM, 2013 chat unavailable (x-should-retry: false)"}, "429": {"description": "1007"},
-            "500": {"description": "3006"}}});
+    for (method, path, summary, ext, status, schema) in ROUTES {
+        let ok = if schema.is_empty() {
+            json!({"description": "no content"})
+        } else {
+            json_response("success", json!({"$ref": format!("#/components/schemas/{schema}")}))
+        };
+        // Chat 7 of the demo world: a four-person iMessage group.
+        let params = crate::common::path_params(path, &[("chatId", "3f1c1a52-2b0e-4c39-9a55-0d7e3a1c0007")]);
+        let mut op = json!({"summary": summary, "parameters": params, "security": [{"bearer": []}], "responses": {
+            status.to_string(): ok,
+            "400": err("1001 missing field, 1002 E.164, 1003 invalid body, 1004 content, 1005 invalid value"),
+            "401": err("2004"), "403": err("2005, 2006"), "404": err("2001, 2002"),
+            "409": err("1006 DM, 2013 chat unavailable (x-should-retry: false)"), "429": err("1007"),
+            "500": err("3006"), "502": err("4001")}});
         if *ext {
             op["x-confab-extension"] = json!(true);
         }
         paths.entry(path.to_string()).or_insert_with(|| json!({}))[*method] = op;
     }
     json!({"openapi": "3.1.0", "info": {"title": "confab — Linq Partner API v3 face", "version": env!("CARGO_PKG_VERSION")},
-           "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}, "paths": paths})
+           "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas()},
+           "paths": paths})
+}
+
+fn schemas() -> Value {
+    let obj = |required: &[&str], props: Value| json!({"type": "object", "required": required, "properties": props});
+    let string = json!({"type": "string"});
+    let opt_string = json!({"type": ["string", "null"]});
+    let boolean = json!({"type": "boolean"});
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let r = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    json!({
+        "Accepted": obj(&["message", "status", "trace_id"], json!({"message": string, "status": {"const": "accepted"}, "trace_id": string})),
+        "Handle": obj(&["id", "handle", "joined_at", "service", "is_me", "status"], json!({
+            "id": string, "handle": string, "joined_at": string, "service": string, "is_me": boolean,
+            "left_at": opt_string, "status": {"enum": ["active", "left", "removed"]}
+        })),
+        "Chat": obj(&["id", "created_at", "updated_at", "display_name", "handles", "is_archived", "is_group", "service"], json!({
+            "id": uuid, "created_at": string, "updated_at": string, "display_name": string,
+            "handles": {"type": "array", "items": r("Handle")}, "is_archived": boolean, "is_group": boolean, "service": string
+        })),
+        "ChatCreated": obj(&["chat"], json!({"chat": r("Chat")})),
+        "ChatPage": obj(&["chats", "next_cursor"], json!({"chats": {"type": "array", "items": r("Chat")}, "next_cursor": opt_string})),
+        "ChatUpdated": obj(&["chat_id", "status"], json!({"chat_id": uuid, "status": {"const": "accepted"}})),
+        "Message": obj(&["id", "chat_id", "created_at", "delivery_status", "is_from_me", "parts", "service"], json!({
+            "id": uuid, "chat_id": uuid, "created_at": string, "updated_at": string, "delivery_status": string,
+            "is_read": boolean, "is_delivered": boolean, "is_from_me": boolean,
+            "parts": {"type": "array", "items": obj(&["type", "value"], json!({"type": string, "value": string}))},
+            "sent_at": string, "from_handle": opt_string, "service": string
+        })),
+        "MessageSent": obj(&["chat_id", "message"], json!({"chat_id": uuid, "message": r("Message")})),
+        "MessagePage": obj(&["messages", "next_cursor"], json!({"messages": {"type": "array", "items": r("Message")}, "next_cursor": opt_string})),
+        "PhoneNumbers": obj(&["phone_numbers"], json!({"phone_numbers": {"type": "array", "items": obj(
+            &["id", "phone_number", "health_status"], json!({"id": string, "phone_number": string, "health_status": string})
+        )}})),
+        "EventTypes": obj(&["events"], json!({"doc_url": string, "events": {"type": "array", "items": string}})),
+        "Subscription": obj(&["id", "created_at", "updated_at", "is_active", "subscribed_events", "target_url"], json!({
+            "id": string, "created_at": string, "updated_at": string, "is_active": boolean,
+            "subscribed_events": {"type": "array", "items": string}, "target_url": string,
+            "phone_numbers": {"type": ["array", "null"], "items": string}, "signing_secret": string
+        })),
+        "SubscriptionList": obj(&["subscriptions"], json!({"subscriptions": {"type": "array", "items": r("Subscription")}})),
+        "Operation": obj(&["trace_id", "kind", "status", "created_at"], json!({
+            "trace_id": string, "kind": string, "status": string, "error": opt_string, "chat_id": {"type": ["string", "null"]},
+            "handle": opt_string, "created_at": string, "finished_at": opt_string
+        })),
+        "Error": {"type": "object", "required": ["success", "error", "trace_id"], "properties": {
+            "success": {"const": false},
+            "error": obj(&["status", "code", "message"], json!({"status": {"type": "integer"}, "code": {"type": "integer"}, "message": string})),
+            "trace_id": string, "retry_after": {"type": "integer"}
+        }},
+    })
 }
 
 #[doc(hidden)]

@@ -54,22 +54,28 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
 ];
 
 pub fn document() -> Value {
-    let err = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    use crate::common::json_response;
+    let err = |d: &str| json_response(d, json!({"$ref": "#/components/schemas/Error"}));
     let mut paths = Map::new();
     for (method, path, summary, documented) in ROUTES {
-        let params = crate::common::path_params(path);
+        let params = crate::common::path_params(path, &[("chatId", "1"), ("userId", "3")]);
+        let ok = if *method == "post" && *path == "/v1/chats" {
+            "201"
+        } else {
+            "200"
+        };
         let mut op = json!({
             "summary": summary,
             "parameters": params,
             "security": [{"apiKey": []}, {"apiKey": [], "sessionToken": []}],
             "responses": {
-                "200": {"description": "{\"success\": true, \"data\": ...}"},
-                "400": {"description": "VALIDATION_ERROR", "content": err["content"].clone()},
-                "401": {"description": "MISSING_API_KEY, INVALID_API_KEY, INVALID_APP_KEY, TOKEN_EXPIRED, TOKEN_MISSING", "content": err["content"].clone()},
-                "403": {"description": "SCOPE_DENIED (needs im)", "content": err["content"].clone()},
-                "422": {"description": "BITRIX_ERROR (Bitrix24's text in message)", "content": err["content"].clone()},
-                "429": {"description": "RATE_LIMITED (retryAfter, Retry-After)", "content": err["content"].clone()},
-                "502": {"description": "BITRIX_UNAVAILABLE", "content": err["content"].clone()},
+                ok: json_response("{\"success\": true, \"data\": ...}", json!({"$ref": "#/components/schemas/Success"})),
+                "400": err("VALIDATION_ERROR"),
+                "401": err("MISSING_API_KEY, INVALID_API_KEY, INVALID_APP_KEY, TOKEN_EXPIRED, TOKEN_MISSING"),
+                "403": err("SCOPE_DENIED (needs im)"),
+                "422": err("BITRIX_ERROR (Bitrix24's text in message)"),
+                "429": err("RATE_LIMITED (retryAfter, Retry-After)"),
+                "502": err("BITRIX_UNAVAILABLE"),
             }
         });
         if !documented {
@@ -85,12 +91,21 @@ pub fn document() -> Value {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
                 "sessionToken": {"type": "http", "scheme": "bearer", "description": "user session token, with a vibe_app_ key"}
             },
-            "schemas": {"Error": {"type": "object", "properties": {
-                "success": {"const": false},
-                "error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string"}, "message": {"type": "string"}, "hint": {"type": "string"}, "retryAfter": {"type": "integer"}
+            "schemas": {
+                "Success": {"type": "object", "required": ["success", "data"], "properties": {
+                    "success": {"const": true},
+                    "data": {"type": ["object", "array", "boolean", "integer"]},
+                    "meta": {"type": "object", "required": ["total", "hasMore"], "properties": {
+                        "total": {"type": "integer"}, "hasMore": {"type": "boolean"}
+                    }}
+                }},
+                "Error": {"type": "object", "required": ["success", "error"], "additionalProperties": false, "properties": {
+                    "success": {"const": false},
+                    "error": {"type": "object", "required": ["code", "message"], "additionalProperties": false, "properties": {
+                        "code": {"type": "string"}, "message": {"type": "string"}, "hint": {"type": "string"}, "retryAfter": {"type": "integer"}
+                    }}
                 }}
-            }}}
+            }
         },
         "paths": paths,
     })
