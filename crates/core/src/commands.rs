@@ -127,7 +127,9 @@ fn event(
 }
 
 /// Loads what a leave needs and asks its policy; writes nothing.
-fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, policy::LeaveDecision), CoreError> {
+/// Gives the chat, the leaver (with their user row when it was read) and
+/// the policy's decision.
+fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, Option<User>, policy::LeaveDecision), CoreError> {
     // Seed 001: the bot is resolved before the chat is looked at.
     let bot = match &cmd.leaver {
         Leaver::Bot { app, bot_id } => {
@@ -158,41 +160,41 @@ fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, policy::Lea
         Leaver::Line => None,
     };
     let members = roster(tx, &chat, &[leaver, line.as_ref().map(|l| l.user_id)])?;
-    let (user_id, decision) = match (&cmd.leaver, bot) {
+    let (user_id, user, decision) = match (&cmd.leaver, bot) {
         (Leaver::User(id), _) => {
             let user = find_user(tx, cmd.tenant, *id)?;
-            let latest = tx.membership(chat.tenant_id, chat.id, user.id)?;
-            (user.id, policy::bitrix_leave(&chat, &members, &user, latest.as_ref())?)
+            let decision = policy::bitrix_leave(&chat, &members, &user, members.latest(user.id))?;
+            (user.id, Some(user), decision)
         }
-        (Leaver::Bot { .. }, Some(bot)) => {
-            let latest = tx.membership(chat.tenant_id, chat.id, bot)?;
-            (bot, policy::bot_leave(&chat, &members, bot, latest.as_ref())?)
-        }
+        (Leaver::Bot { .. }, Some(bot)) => (bot, None, policy::bot_leave(&chat, &members, bot, members.latest(bot))?),
         (Leaver::Bot { .. }, None) => return Err(CoreError::BotNotFound),
         (Leaver::Line, _) => {
             let decision = policy::imessage_leave(&chat, &members, line.as_ref())?;
             let line = line.ok_or(CoreError::NotSupported)?;
-            (line.user_id, decision)
+            (line.user_id, None, decision)
         }
     };
-    Ok((chat, user_id, decision))
+    Ok((chat, user_id, user, decision))
 }
 
 /// The rules of a leave, checked without applying it: how an asynchronous
 /// leave (Linq) is accepted; the worker checks again when it runs.
 pub fn check_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<Chat, CoreError> {
-    plan_leave(tx, cmd).map(|(chat, _, _)| chat)
+    plan_leave(tx, cmd).map(|(chat, ..)| chat)
 }
 
 pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
-    let (mut chat, user_id, decision) = plan_leave(tx, cmd)?;
+    let (mut chat, user_id, user, decision) = plan_leave(tx, cmd)?;
     let now = tx.now();
     tx.close_membership(chat.tenant_id, chat.id, user_id, now)?;
     if !decision.keep_owner && chat.owner_id == Some(user_id) {
         tx.set_owner(chat.tenant_id, chat.id, None)?;
         chat.owner_id = None;
     }
-    let user = find_user(tx, cmd.tenant, user_id)?;
+    let user = match user {
+        Some(u) => u,
+        None => find_user(tx, cmd.tenant, user_id)?,
+    };
     let event = event(tx, &chat, EventKind::Left, Some(user_id), Some(user_id), &cmd.trace_id)?;
     let owner_kept = decision.keep_owner && chat.owner_id == Some(user_id);
     Ok(LeaveOutcome {
@@ -268,13 +270,13 @@ fn plan_remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<(Chat, User), CoreError>
             (MemberRef::Id(_), _) => return Err(CoreError::UserNotFound),
         },
     };
-    let latest = tx.membership(chat.tenant_id, chat.id, target.id)?;
     let line = pinned_line(tx, &chat)?;
     let members = roster(
         tx,
         &chat,
         &[cmd.actor, Some(target.id), line.as_ref().map(|l| l.user_id)],
     )?;
+    let latest = members.latest(target.id).cloned();
     match cmd.policy {
         RemovePolicy::OpenLine => {
             let actor = actor.as_ref().ok_or(CoreError::PermissionDenied)?;
@@ -469,9 +471,8 @@ pub fn send_message(tx: &mut dyn Tx, cmd: &SendMessage) -> Result<(Chat, Message
         }
     };
     let author = find_user(tx, cmd.tenant, author_id)?;
-    let latest = tx.membership(chat.tenant_id, chat.id, author.id)?;
     let members = roster(tx, &chat, &[Some(author.id)])?;
-    policy::send_message(&members, &author, latest.as_ref())?;
+    policy::send_message(&members, &author, members.latest(author.id))?;
     if let Some(line) = line {
         policy::line_can_deliver(&line)?;
     }

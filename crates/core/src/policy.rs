@@ -64,13 +64,10 @@ pub struct Roster {
 }
 
 impl Roster {
-    /// `count` active members; `known` the memberships looked up (inactive
-    /// ones are ignored).
+    /// `count` active members; `known` the latest membership of each user
+    /// looked up (active or not).
     pub fn new(count: usize, known: Vec<Membership>) -> Roster {
-        Roster {
-            count,
-            known: known.into_iter().filter(Membership::is_active).collect(),
-        }
+        Roster { count, known }
     }
 
     /// From a full member list (tests, callers that have it anyway).
@@ -87,6 +84,11 @@ impl Roster {
     }
 
     pub fn active(&self, user: UserId) -> Option<&Membership> {
+        self.latest(user).filter(|m| m.is_active())
+    }
+
+    /// The latest membership row of `user`, if it was looked up.
+    pub fn latest(&self, user: UserId) -> Option<&Membership> {
         self.known.iter().find(|m| m.user_id == user)
     }
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod bitrix;
 pub mod chert;
 pub mod common;
+pub mod credentials;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod imessage;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub operating: Arc<bitrix::operating::OperatingLimiter>,
     /// Linq's messages per sender–recipient pair.
     pub pair_limiter: Arc<limits::WindowLimiter>,
+    /// Credentials looked up in the last moment (see `credentials`).
+    pub credentials: Arc<credentials::CredentialCache>,
 }
 
 impl AppState {
@@ -54,6 +57,7 @@ impl AppState {
                 std::time::Duration::from_secs(60),
                 &store,
             )),
+            credentials: Arc::default(),
             store,
         }
     }
@@ -62,7 +66,10 @@ impl AppState {
 /// Every face's routes, merged. The server adds the cross-cutting layers.
 pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
-        .merge(admin::router())
+        .merge(admin::router().layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::forget_credentials_after_writes,
+        )))
         .merge(vibecode::router())
         .merge(chert::router())
         .merge(bitrix::router())

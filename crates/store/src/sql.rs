@@ -140,6 +140,14 @@ pub trait Conn {
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>>;
     /// Rows changed.
     fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64>;
+    /// Runs an `INSERT` (without `RETURNING`) into a table keyed by `id`
+    /// and gives the new row's id.
+    fn insert(&mut self, sql: &str, params: &[Val]) -> TxResult<i64> {
+        self.query(&format!("{sql} RETURNING id"), params)?
+            .first()
+            .ok_or_else(|| CoreError::Internal("INSERT … RETURNING gave no row".into()))?
+            .get(0)
+    }
 }
 
 /// Rewrites `?N` placeholders to PostgreSQL's `$N` (the SQL here never
@@ -152,11 +160,28 @@ pub fn dollar_placeholders(sql: &str) -> String {
 pub struct SqlTx<C: Conn> {
     c: C,
     now: Timestamp,
+    /// Active counts read with `lock_chat` in this transaction, so the
+    /// rules' `active_count` costs no second statement; forgotten when a
+    /// membership of that chat opens or closes.
+    counts: Vec<((i64, i64), i64)>,
 }
 
 impl<C: Conn> SqlTx<C> {
     pub fn new(c: C, now: Timestamp) -> Self {
-        SqlTx { c, now }
+        SqlTx {
+            c,
+            now,
+            counts: Vec::new(),
+        }
+    }
+
+    /// The connection back, once the job is done with the transaction.
+    pub fn into_conn(self) -> C {
+        self.c
+    }
+
+    fn forget_count(&mut self, tenant: TenantId, chat: ChatId) {
+        self.counts.retain(|(k, _)| *k != (tenant.0, chat.0));
     }
 
     fn one<T>(&mut self, sql: &str, p: &[Val], f: impl FnOnce(&SqlRow) -> TxResult<T>) -> TxResult<Option<T>> {
@@ -174,10 +199,9 @@ impl<C: Conn> SqlTx<C> {
         self.c.exec(sql, p)
     }
 
-    /// `INSERT … RETURNING id`: the new row's id.
+    /// An `INSERT` into a table with an `id` key: the new row's id.
     fn insert_id(&mut self, sql: &str, p: &[Val]) -> TxResult<i64> {
-        self.one(sql, p, |r| r.get(0))?
-            .ok_or_else(|| CoreError::Internal("INSERT … RETURNING gave no row".into()))
+        self.c.insert(sql, p)
     }
 
     fn skip_locked(&self) -> &'static str {
@@ -455,29 +479,41 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn lock_chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>> {
-        match self.c.row_locks() {
-            // SQLite's write transaction already holds the single writer
-            // lock; a read-only transaction changes nothing to protect.
-            false => self.chat(tenant, id),
-            // The row lock serializes commands on this chat across
-            // connections and nodes until the transaction ends.
-            true => self.one(
-                &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE"),
-                p![tenant.0, id.0],
-                chat_row,
-            ),
-        }
+        // SQLite's write transaction already holds the single writer lock,
+        // and a read-only transaction changes nothing to protect; elsewhere
+        // the row lock serializes commands on this chat across connections
+        // and nodes until the transaction ends. The active count comes
+        // along for the rules.
+        let lock = if self.c.row_locks() { " FOR UPDATE" } else { "" };
+        let found = self.one(
+            &format!("SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2{lock}"),
+            p![tenant.0, id.0],
+            |r| Ok((chat_row(r)?, r.get::<i64>(10)?)),
+        )?;
+        Ok(found.map(|(chat, count)| {
+            self.forget_count(tenant, id);
+            self.counts.push(((tenant.0, id.0), count));
+            chat
+        }))
     }
 
     fn active_count(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<usize> {
         // Kept on the chat row by open/close_membership.
-        let n: i64 = self
-            .one(
-                "SELECT active_count FROM chats WHERE tenant_id = ?1 AND id = ?2",
-                p![tenant.0, chat.0],
-                |r| r.get(0),
-            )?
-            .unwrap_or(0);
+        let known = self
+            .counts
+            .iter()
+            .find(|(k, _)| *k == (tenant.0, chat.0))
+            .map(|(_, n)| *n);
+        let n: i64 = match known {
+            Some(n) => n,
+            None => self
+                .one(
+                    "SELECT active_count FROM chats WHERE tenant_id = ?1 AND id = ?2",
+                    p![tenant.0, chat.0],
+                    |r| r.get(0),
+                )?
+                .unwrap_or(0),
+        };
         Ok(n.max(0) as usize)
     }
 
@@ -644,6 +680,7 @@ impl<C: Conn> Tx for SqlTx<C> {
             "UPDATE chats SET active_count = active_count + 1 WHERE tenant_id = ?1 AND id = ?2",
             p![tenant.0, chat.0],
         )?;
+        self.forget_count(tenant, chat);
         Ok(())
     }
 
@@ -657,6 +694,7 @@ impl<C: Conn> Tx for SqlTx<C> {
                 "UPDATE chats SET active_count = active_count - ?3 WHERE tenant_id = ?1 AND id = ?2",
                 p![tenant.0, chat.0, closed as i64],
             )?;
+            self.forget_count(tenant, chat);
         }
         Ok(())
     }
@@ -718,9 +756,11 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn append_event(&mut self, e: NewEvent) -> TxResult<Event> {
-        let uuid = Uuid::new_v4();
+        // Time-ordered (v7), so the unique index on `uuid` grows at its
+        // right edge instead of taking a write at a random page per event.
+        let uuid = Uuid::now_v7();
         let id = self.insert_id(
-            "INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+            "INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             p![
                 uuid.to_string(),
                 e.tenant_id.0,
@@ -749,7 +789,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
             return Err(CoreError::Conflict(format!("tenant {slug}")));
         }
         let id = self.insert_id(
-            "INSERT INTO tenants (slug, name, created_at) VALUES (?1, ?2, ?3) RETURNING id",
+            "INSERT INTO tenants (slug, name, created_at) VALUES (?1, ?2, ?3)",
             p![slug, name, self.now],
         )?;
         Ok(Tenant {
@@ -963,7 +1003,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         }
         let scopes = c.scopes.join(" ");
         let id = self.insert_id(
-            "INSERT INTO credentials (tenant_id, kind, secret_hash, secret, user_id, app_id, scopes, expires_at, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+            "INSERT INTO credentials (tenant_id, kind, secret_hash, secret, user_id, app_id, scopes, expires_at, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             p![c.tenant_id.0, c.kind.as_str(), c.secret_hash, c.secret, c.user_id.map(|u| u.0), c.app_id.map(|a| a.0), scopes, c.expires_at, c.label, self.now],
         )?;
         Ok(Credential {

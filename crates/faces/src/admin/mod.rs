@@ -149,6 +149,21 @@ fn int_param(value: &str, what: &str) -> Result<i64, AdminError> {
         .ok_or_else(|| AdminError::bad_request(format!("{what} must be a positive integer, got {value:?}")))
 }
 
+/// An admin write may issue a credential: this node's credential cache
+/// forgets what it holds once the write is done.
+pub async fn forget_credentials_after_writes(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let writes = !req.method().is_safe();
+    let res = next.run(req).await;
+    if writes {
+        st.credentials.clear();
+    }
+    res
+}
+
 fn created(v: impl serde::Serialize) -> AdminResult {
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }

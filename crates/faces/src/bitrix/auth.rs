@@ -4,10 +4,9 @@
 
 use super::envelope::system;
 use super::errors::BitrixError;
-use crate::common::{bounded, hash_secret, now};
+use crate::common::{hash_secret, now};
 use crate::AppState;
-use confab_core::{AppId, Credential, CredentialKind, Tenant, UserId};
-use confab_store::StoreExt;
+use confab_core::{AppId, CredentialKind, Tenant, UserId};
 
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -34,14 +33,11 @@ pub async fn authenticate(st: &AppState, presented: Presented) -> Result<Ctx, Bi
         Presented::Token(t) => (CredentialKind::BitrixOauth, t, None),
     };
     let hash = hash_secret(&secret);
-    let found: Option<(Credential, Tenant)> = bounded(st.store.read(move |tx| {
-        let Some(cred) = tx.credential_by_hash(kind, &hash)? else {
-            return Ok(None);
-        };
-        Ok(tx.tenant(cred.tenant_id)?.map(|t| (cred, t)))
-    }))
-    .await
-    .map_err(|_| system::internal())?;
+    let found = st
+        .credentials
+        .by_hash(&st.store, kind, hash)
+        .await
+        .map_err(|_| system::internal())?;
     let webhook = webhook_user.is_some();
     let Some((cred, tenant)) = found else {
         return Err(if webhook {

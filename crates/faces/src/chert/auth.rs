@@ -6,11 +6,10 @@
 //! parsing, in constant time.
 
 use super::error::ChertError;
-use crate::common::{bounded, hash_secret, now};
+use crate::common::{hash_secret, now};
 use crate::AppState;
 use axum::http::{HeaderMap, Method};
 use confab_core::{CredentialKind, Tenant};
-use confab_store::StoreExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -93,21 +92,19 @@ pub async fn authenticate(
                 "Signature timestamp is outside the allowed window of ±300 seconds",
             ));
         }
-        let slug_for_tx = slug.clone();
-        let found = bounded(st.store.read(move |tx| {
-            let Some(tenant) = tx.tenant_by_slug(&slug_for_tx)? else {
-                return Ok(None);
-            };
-            let secrets: Vec<String> = tx
-                .credentials(tenant.id)?
-                .into_iter()
-                .filter(|c| c.kind == CredentialKind::ChertSigning && c.expires_at.is_none_or(|e| e > now))
-                .filter_map(|c| c.secret)
-                .collect();
-            Ok(Some((tenant, secrets)))
-        }))
-        .await
-        .map_err(|e| super::error::from_core(super::error::Route::Read, e))?;
+        let found = st
+            .credentials
+            .chert_signing(&st.store, slug)
+            .await
+            .map_err(|e| super::error::from_core(super::error::Route::Read, e))?
+            .map(|(tenant, creds)| {
+                let secrets: Vec<String> = creds
+                    .into_iter()
+                    .filter(|c| c.expires_at.is_none_or(|e| e > now))
+                    .filter_map(|c| c.secret)
+                    .collect();
+                (tenant, secrets)
+            });
         let Some((tenant, secrets)) = found else {
             return Err(ChertError::auth("Invalid signature"));
         };
@@ -142,17 +139,13 @@ pub async fn authenticate(
         .ok_or_else(|| ChertError::auth("Missing authentication: send x-chert-signature or Authorization: Bearer"))?;
     let hash = hash_secret(token);
     let now = now();
-    let found = bounded(st.store.read(move |tx| {
-        let Some(cred) = tx.credential_by_hash(CredentialKind::ChertSigning, &hash)? else {
-            return Ok(None);
-        };
-        if cred.expires_at.is_some_and(|e| e <= now) {
-            return Ok(None);
-        }
-        tx.tenant(cred.tenant_id)
-    }))
-    .await
-    .map_err(|e| super::error::from_core(super::error::Route::Read, e))?;
+    let found = st
+        .credentials
+        .by_hash(&st.store, CredentialKind::ChertSigning, hash)
+        .await
+        .map_err(|e| super::error::from_core(super::error::Route::Read, e))?
+        .filter(|(cred, _)| cred.expires_at.is_none_or(|e| e > now))
+        .map(|(_, tenant)| tenant);
     let tenant = found.ok_or_else(|| ChertError::auth("Invalid bearer token"))?;
     if tenant_slug.is_some_and(|s| s != tenant.slug) {
         return Err(ChertError::auth(

@@ -75,15 +75,15 @@ pub async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<Tenant, 
         .ok_or_else(LinqError::unauthorized)?;
     let hash = hash_secret(key);
     let now = crate::common::now();
-    let tenant = bounded(st.store.read(
-        move |tx| match tx.credential_by_hash(CredentialKind::LinqApiKey, &hash)? {
-            // An expired key is as good as none.
-            Some(c) if c.expires_at.is_none_or(|e| e > now) => tx.tenant(c.tenant_id),
-            _ => Ok(None),
-        },
-    ))
-    .await
-    .map_err(from_core)?;
+    let found = st
+        .credentials
+        .by_hash(&st.store, CredentialKind::LinqApiKey, hash)
+        .await
+        .map_err(from_core)?;
+    // An expired key is as good as none.
+    let tenant = found
+        .filter(|(c, _)| c.expires_at.is_none_or(|e| e > now))
+        .map(|(_, t)| t);
     tenant.ok_or_else(LinqError::unauthorized)
 }
 

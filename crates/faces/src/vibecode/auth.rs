@@ -3,11 +3,10 @@
 //! Bearer <user session token>` and acts as that user.
 
 use super::error::VibeError;
-use crate::common::{bounded, hash_secret, now};
+use crate::common::{hash_secret, now};
 use crate::AppState;
 use axum::http::{HeaderMap, StatusCode};
 use confab_core::{CredentialKind, Tenant, UserId};
-use confab_store::StoreExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyType {
@@ -83,23 +82,24 @@ pub async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<Caller, 
     };
     let key_hash = hash_secret(key);
     let now = now();
-    let found = bounded(st.store.read(move |tx| {
-        let Some(cred) = tx.credential_by_hash(kind, &key_hash)? else {
+    let found = async {
+        let cache = &st.credentials;
+        let Some((cred, tenant)) = cache.by_hash(&st.store, kind, key_hash).await? else {
             return Ok(Found::NoKey);
         };
         if cred.expires_at.is_some_and(|e| e <= now) {
             return Ok(Found::KeyExpired);
         }
-        let Some(tenant) = tx.tenant(cred.tenant_id)? else {
-            return Ok(Found::NoKey);
-        };
-        let user = match &session {
+        let user = match session {
             None => match cred.user_id {
                 Some(u) => u,
                 None => return Ok(Found::NoTokens),
             },
             Some(session_hash) => {
-                let Some(s) = tx.credential_by_hash(CredentialKind::VibecodeSession, session_hash)? else {
+                let found = cache
+                    .by_hash(&st.store, CredentialKind::VibecodeSession, session_hash)
+                    .await?;
+                let Some((s, _)) = found else {
                     return Ok(Found::NoSession);
                 };
                 if s.tenant_id != cred.tenant_id || s.app_id != cred.app_id {
@@ -114,13 +114,13 @@ pub async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<Caller, 
                 }
             }
         };
-        Ok(Found::Ok(Caller {
+        Ok::<_, confab_core::CoreError>(Found::Ok(Caller {
             tenant,
             user,
             key_type,
             scopes: cred.scopes,
         }))
-    }))
+    }
     .await
     .map_err(|e| VibeError::from_core(crate::bitrix::errors::Method::ImChatGet, e))?;
     match found {

@@ -22,7 +22,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tokio_postgres::types::{IsNull, ToSql, Type};
-use tokio_postgres::IsolationLevel;
 
 pub use tls::{parse as parse_url, TlsMode};
 
@@ -224,11 +223,52 @@ fn join_err(e: tokio::task::JoinError) -> CoreError {
     CoreError::Internal(format!("store task failed: {e}"))
 }
 
-/// [`Conn`] over one open PostgreSQL transaction.
+/// [`Conn`] over one PostgreSQL transaction, begun lazily: `BEGIN` is
+/// pipelined with the job's first statement (one round trip for both), and
+/// a job that runs no statement opens no transaction.
 pub struct PgConn<'a> {
-    t: &'a deadpool_postgres::Transaction<'a>,
+    client: &'a deadpool_postgres::ClientWrapper,
     h: &'a Handle,
     read_only: bool,
+    /// The `BEGIN` statement, until it has been sent.
+    begin: Option<&'static str>,
+}
+
+impl PgConn<'_> {
+    /// Runs `op` with the prepared `sql`, preceded in the same flight by
+    /// `BEGIN` if the transaction has not begun.
+    fn run<T>(
+        &mut self,
+        sql: &str,
+        op: impl AsyncFnOnce(&tokio_postgres::Client, &tokio_postgres::Statement) -> Result<T, tokio_postgres::Error>,
+    ) -> TxResult<T> {
+        let client = self.client;
+        let begin = self.begin.take();
+        self.h
+            .block_on(async move {
+                let st = client.prepare_cached(&dollar_placeholders(sql)).await?;
+                match begin {
+                    // Both requests are written before either answer is
+                    // read; PostgreSQL runs them in order.
+                    Some(b) => {
+                        let (began, out) = tokio::join!(client.batch_execute(b), op(client, &st));
+                        began?;
+                        out
+                    }
+                    None => op(client, &st).await,
+                }
+            })
+            .map_err(pg_err)
+    }
+
+    /// Ends the transaction (if one began): `COMMIT` or `ROLLBACK`.
+    fn finish(&mut self, commit: bool) -> Result<(), CoreError> {
+        if self.begin.is_some() {
+            return Ok(());
+        }
+        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        self.h.block_on(self.client.batch_execute(sql)).map_err(pg_err)
+    }
 }
 
 impl ToSql for Val {
@@ -300,69 +340,52 @@ impl Conn for PgConn<'_> {
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>> {
-        let t = self.t;
-        let rows = self
-            .h
-            .block_on(async move {
-                let st = t.prepare_cached(&dollar_placeholders(sql)).await?;
-                t.query(&st, &refs(params)).await
-            })
-            .map_err(pg_err)?;
+        let rows = self.run(sql, async |c, st| c.query(st, &refs(params)).await)?;
         rows.iter().map(read_row).collect::<Result<Vec<_>, _>>().map_err(pg_err)
     }
 
     fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64> {
-        let t = self.t;
-        self.h
-            .block_on(async move {
-                let st = t.prepare_cached(&dollar_placeholders(sql)).await?;
-                t.execute(&st, &refs(params)).await
-            })
-            .map_err(pg_err)
+        self.run(sql, async |c, st| c.execute(st, &refs(params)).await)
     }
 }
 
 #[async_trait]
 impl Store for PgStore {
     async fn run(&self, mode: Mode, job: Job) -> Result<AnyBox, CoreError> {
-        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let client = self.pool.get().await.map_err(pool_err)?;
         let h = Handle::current();
         tokio::task::spawn_blocking(move || {
             let read = mode == Mode::Read;
-            let t = h
-                .block_on(
-                    client
-                        .build_transaction()
-                        // A read job sees one snapshot; a write job reads the
-                        // latest committed rows after taking its locks.
-                        .isolation_level(if read {
-                            IsolationLevel::RepeatableRead
-                        } else {
-                            IsolationLevel::ReadCommitted
-                        })
-                        .read_only(read)
-                        .start(),
-                )
-                .map_err(pg_err)?;
-            let out = {
-                let mut tx = SqlTx::new(
-                    PgConn {
-                        t: &t,
-                        h: &h,
-                        read_only: read,
-                    },
-                    now(),
-                );
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
-                    .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())))
+            // A read job sees one snapshot; a write job reads the latest
+            // committed rows after taking its locks.
+            let begin = if read {
+                "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+            } else {
+                "START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE"
             };
+            let conn = PgConn {
+                client: &client,
+                h: &h,
+                read_only: read,
+                begin: Some(begin),
+            };
+            let (out, conn) = {
+                let mut tx = SqlTx::new(conn, now());
+                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
+                    .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())));
+                (out, tx.into_conn())
+            };
+            let mut conn = conn;
             match out {
                 Ok(v) if !read => {
-                    h.block_on(t.commit()).map_err(pg_err)?;
+                    conn.finish(true)?;
                     Ok(v)
                 }
                 other => {
-                    let _ = h.block_on(t.rollback());
+                    // A connection is never returned to the pool inside a
+                    // transaction: if this fails, the connection is broken
+                    // and the pool discards it.
+                    let _ = conn.finish(false);
                     other
                 }
             }

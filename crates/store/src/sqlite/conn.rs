@@ -68,4 +68,12 @@ impl Conn for SqliteConn<'_> {
         let mut st = self.t.prepare_cached(sql).map_err(db_err)?;
         Ok(st.execute(rusqlite::params_from_iter(params)).map_err(db_err)? as u64)
     }
+
+    /// The rowid SQLite assigned: `RETURNING` would cost a temporary table
+    /// per insert (the event insert of every command was its dearest
+    /// statement).
+    fn insert(&mut self, sql: &str, params: &[Val]) -> TxResult<i64> {
+        let mut st = self.t.prepare_cached(sql).map_err(db_err)?;
+        st.insert(rusqlite::params_from_iter(params)).map_err(db_err)
+    }
 }

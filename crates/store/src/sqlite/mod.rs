@@ -95,18 +95,21 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) 
         let mut results = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         for (job, reply) in group {
-            let outcome = match t.execute_batch("SAVEPOINT cmd") {
+            // Prepared once per connection: parsing these two statements
+            // for every command cost more than some of the commands.
+            let savepoint = |sql: &str| t.prepare_cached(sql).and_then(|mut st| st.execute([])).map(|_| ());
+            let outcome = match savepoint("SAVEPOINT cmd") {
                 Err(e) => Err(db_err(e)),
                 Ok(()) => {
                     let mut tx = sqlite_tx(&t, now);
                     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
                         .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())));
-                    let end = if out.is_ok() {
-                        "RELEASE cmd"
+                    let ended = if out.is_ok() {
+                        savepoint("RELEASE cmd")
                     } else {
-                        "ROLLBACK TO cmd; RELEASE cmd"
+                        t.execute_batch("ROLLBACK TO cmd; RELEASE cmd")
                     };
-                    match t.execute_batch(end) {
+                    match ended {
                         Ok(()) => out,
                         Err(e) => Err(db_err(e)),
                     }
