@@ -6,6 +6,8 @@
 # calls); the difference, divided by N, is the cost of one leave plus one
 # /healthz, without start-up and provisioning.
 # Usage: bench/profile/leave.sh OUT_DIR [WORKLOAD] [N] [FACE]
+# (CHATS=... sets the number of chats, for a scattered world smaller than
+# the default 10,000 that provisions quickly under valgrind.)
 set -euo pipefail
 out=${1:?usage: bench/profile/leave.sh OUT_DIR [scattered|concentrated] [N] [FACE]}
 workload=${2:-concentrated}
@@ -24,7 +26,7 @@ run() { # run NAME REQUESTS
     local server=$!
     for _ in $(seq 120); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 1; done
     "$repo/target/release/confab-bench" load --base "http://127.0.0.1:$port" --admin-token bt \
-        --workload "$workload" --face "$face" --requests "$2" --concurrency 16 >"$out/$1/bench.txt" 2>&1
+        --workload "$workload" --face "$face" --requests "$2" --concurrency 16 ${CHATS:+--chats "$CHATS"} >"$out/$1/bench.txt" 2>&1
     kill -INT $server
     wait $server || true
     callgrind_annotate --threshold=100 "$out/$1/callgrind.out" >"$out/$1/annotate.txt" 2>/dev/null

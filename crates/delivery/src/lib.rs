@@ -329,6 +329,12 @@ impl Worker {
             latency_ms,
             error: error.or_else(|| status.filter(|s| !(200..300).contains(s)).map(|s| format!("HTTP {s}"))),
         };
+        let h = match (v, state) {
+            (Verdict::Delivered, _) => &confab_store::stats::WEBHOOK_DELIVERED,
+            (_, DeliveryStatus::Dead) => &confab_store::stats::WEBHOOK_DEAD,
+            _ => &confab_store::stats::WEBHOOK_RETRY,
+        };
+        h.observe(started.elapsed().as_secs_f64());
         tracing::info!(delivery = d.id, attempt, status = ?status, outcome = state.as_str(), "webhook attempt");
         if let Err(e) = self
             .store

@@ -1,6 +1,8 @@
 //! `GET /metrics` in the Prometheus text format: requests by face, route
-//! and status, request latency histograms per face, and at scrape time the
-//! outbox depth and the queued operations.
+//! and status, request latency histograms per face, store transaction
+//! latency and group-commit size, webhook attempt latency
+//! (`confab_store::stats`), and at scrape time the outbox depth and the
+//! queued operations.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, State};
@@ -110,6 +112,7 @@ impl Metrics {
                 );
             }
         }
+        confab_store::stats::render(&mut out);
         if let Some((deliveries, operations)) = depths {
             let _ = writeln!(
                 out,

@@ -390,6 +390,11 @@ async fn metrics_count_requests_and_show_queues() {
     .await;
     let before = s.call(Method::GET, "/metrics", &[], None).await;
     assert!(!before.text.contains("face=\"vibecode\""), "{}", before.text);
+    let writes = "confab_store_transaction_seconds_count{mode=\"write\"}";
+    let reads = "confab_store_transaction_seconds_count{mode=\"read\"}";
+    let groups = "confab_store_group_commit_commands_count";
+    let (writes_before, reads_before, groups_before) =
+        (s.metric(writes).await, s.metric(reads).await, s.metric(groups).await);
     s.call(Method::POST, "/v1/chats/10/leave", &[("x-api-key", "vibe_api_b")], None)
         .await;
     s.call(Method::POST, "/v1/chats/10/leave", &[("x-api-key", "vibe_api_b")], None)
@@ -406,4 +411,11 @@ async fn metrics_count_requests_and_show_queues() {
     );
     assert!(t.contains("confab_outbox_pending 0"), "{t}");
     assert!(t.contains("confab_operations_queued 0"), "{t}");
+    // Two leaves: two write transactions at least (one group commit each on
+    // SQLite); the credential lookup and the scrapes read.
+    assert!(s.metric(writes).await >= writes_before + 2.0, "{t}");
+    assert!(s.metric(reads).await > reads_before, "{t}");
+    if s.store.backend() == "sqlite" {
+        assert!(s.metric(groups).await >= groups_before + 2.0, "{t}");
+    }
 }

@@ -181,7 +181,7 @@ async fn wait_status(s: &TestServer, status: &str, n: usize) -> Vec<Value> {
 
 #[tokio::test]
 async fn each_face_retries_after_500_with_a_stable_id_and_valid_signature() {
-    for face in FACES {
+    for (i, face) in FACES.iter().enumerate() {
         let s = TestServer::with_world(world()).await;
         let rx = Receiver::start(&[500, 200]).await;
         let (bot, secret) = face.subscribe(&s, &rx.url).await;
@@ -204,6 +204,19 @@ async fn each_face_retries_after_500_with_a_stable_id_and_valid_signature() {
             "{face:?}"
         );
         assert!(log[0]["latency_ms"].is_number());
+        // The attempts are in /metrics too (process-wide, so at least this
+        // face's and the ones before it).
+        let n = i as f64 + 1.0;
+        let delivered = s
+            .metric("confab_webhook_attempt_seconds_count{outcome=\"delivered\"}")
+            .await;
+        let retried = s
+            .metric("confab_webhook_attempt_seconds_count{outcome=\"retry\"}")
+            .await;
+        assert!(
+            delivered >= n && retried >= n,
+            "{face:?}: {delivered} delivered, {retried} retried"
+        );
     }
 }
 

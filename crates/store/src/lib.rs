@@ -8,6 +8,7 @@ pub mod migrate_data;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
+pub mod stats;
 pub mod testing;
 
 use async_trait::async_trait;

@@ -243,6 +243,19 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// The value of one series of `GET /metrics` (exact name with labels),
+    /// 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let r = self.call(reqwest::Method::GET, "/metrics", &[], None).await;
+        r.text
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
 /// One line per entity: `Tenant::new("acme").user(1, "Alice").chat(...)`.
 pub struct Tenant(pub TenantSpec);
 

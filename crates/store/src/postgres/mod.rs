@@ -354,7 +354,8 @@ impl Store for PgStore {
     async fn run(&self, mode: Mode, job: Job) -> Result<AnyBox, CoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let h = Handle::current();
-        tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let out = tokio::task::spawn_blocking(move || {
             let read = mode == Mode::Read;
             // A read job sees one snapshot; a write job reads the latest
             // committed rows after taking its locks.
@@ -391,7 +392,13 @@ impl Store for PgStore {
             }
         })
         .await
-        .map_err(join_err)?
+        .map_err(join_err)?;
+        let h = match mode {
+            Mode::Read => &crate::stats::READ_TXN,
+            Mode::Write => &crate::stats::WRITE_TXN,
+        };
+        h.observe(started.elapsed().as_secs_f64());
+        out
     }
 
     async fn ping(&self) -> Result<(), CoreError> {

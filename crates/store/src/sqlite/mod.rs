@@ -64,6 +64,15 @@ pub struct SqliteStore {
 
 type WriteJob = (Job, tokio::sync::oneshot::Sender<Result<AnyBox, CoreError>>);
 
+/// Records a read transaction's time when dropped (on every way out).
+struct Timer(std::time::Instant);
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        crate::stats::READ_TXN.observe(self.0.elapsed().as_secs_f64());
+    }
+}
+
 /// Most commands one commit carries.
 const GROUP_COMMIT_MAX: usize = 128;
 
@@ -81,6 +90,8 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) 
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
+        crate::stats::GROUP_COMMIT.observe(group.len() as f64);
         let t = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(t) => t,
             Err(e) => {
@@ -118,7 +129,9 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) 
             results.push(outcome);
             replies.push(reply);
         }
-        match t.commit() {
+        let committed = t.commit();
+        crate::stats::WRITE_TXN.observe(started.elapsed().as_secs_f64());
+        match committed {
             Ok(()) => {
                 for (reply, r) in replies.into_iter().zip(results) {
                     let _ = reply.send(r);
@@ -284,6 +297,8 @@ impl Store for SqliteStore {
                 let readers = self.readers.clone();
                 let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
                 tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    let _timer = Timer(started);
                     let mut conn = readers[i]
                         .lock()
                         .map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
