@@ -685,6 +685,16 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()> {
+        if self.c.dialect() == Dialect::Postgres {
+            // One round trip for both changes.
+            self.exec(
+                "WITH closed AS (UPDATE memberships SET left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL RETURNING 1) \
+                 UPDATE chats SET active_count = active_count - (SELECT count(*) FROM closed) WHERE tenant_id = ?1 AND id = ?2",
+                p![tenant.0, chat.0, user.0, at],
+            )?;
+            self.forget_count(tenant, chat);
+            return Ok(());
+        }
         let closed = self.exec(
             "UPDATE memberships SET left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
             p![tenant.0, chat.0, user.0, at],
