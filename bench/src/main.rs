@@ -305,6 +305,8 @@ async fn load(
         .await
         .context("provisioning")?;
     let provision_s = t.elapsed().as_secs_f64();
+    // On stderr at once, so a profiler can start measuring here.
+    eprintln!("ready: provisioned in {provision_s:.1} s; measuring");
     let pairs: Vec<(usize, usize)> = match workload {
         Workload::Scattered => scattered_pairs(chats, members, requests),
         // Members first: consecutive leaves in the same chat.

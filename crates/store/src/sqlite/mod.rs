@@ -73,6 +73,9 @@ impl Drop for Timer {
     }
 }
 
+/// The writer's page cache, KiB (negative: a size, not a page count).
+const WRITER_CACHE_KIB: i64 = -16384;
+
 /// Most commands one commit carries.
 const GROUP_COMMIT_MAX: usize = 128;
 
@@ -187,6 +190,14 @@ impl SqliteStore {
         let mut writer =
             open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         migrate(&mut writer, &path)?;
+        // Leaves scattered over many chats touch pages all over the file:
+        // the writer keeps more of them than SQLite's default 2 MB.
+        writer
+            .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
+            .map_err(|source| OpenError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(Mutex::new(open(
