@@ -145,13 +145,33 @@ impl Worker {
 
     /// Runs both loops until the task is dropped/aborted.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        let (keep, stop) = tokio::sync::watch::channel(false);
+        let task = self.spawn_until(stop);
+        tokio::spawn(async move {
+            let _keep = keep;
+            let _ = task.await;
+        })
+    }
+
+    /// Runs both loops until `stop` turns true (or its sender is dropped):
+    /// the round under way — the operations and webhook attempts it
+    /// claimed — is finished and recorded first, so a graceful shutdown
+    /// leaves nothing leased to wait for its lease to run out.
+    pub fn spawn_until(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let me = Arc::new(self);
         tokio::spawn(async move {
-            loop {
+            while !*stop.borrow() {
                 let ops = me.run_operations_once().await;
                 let sent = me.deliver_once().await;
                 if ops == 0 && sent == 0 {
-                    tokio::time::sleep(me.config.poll).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(me.config.poll) => {}
+                        changed = stop.changed() => {
+                            if changed.is_err() {
+                                break;
+                            }
+                        }
+                    }
                 }
             }
         })

@@ -430,9 +430,16 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
             &prepared.state.store,
         ));
     }
-    let worker = startup::spawn_worker(&prepared.state, delivery);
+    let (stop_worker, stop) = tokio::sync::watch::channel(false);
+    let mut worker = startup::spawn_worker_until(&prepared.state, delivery, stop);
     let _trim = startup::spawn_memory_trim();
     let served = startup::serve(&config, prepared, tls).await;
-    worker.abort();
+    // Webhook attempts and operations in flight are finished and recorded,
+    // not left leased until their lease runs out.
+    let _ = stop_worker.send(true);
+    if tokio::time::timeout(startup::WORKER_DRAIN, &mut worker).await.is_err() {
+        tracing::warn!("the delivery worker did not finish in time; its claims wait for their lease");
+        worker.abort();
+    }
     served
 }

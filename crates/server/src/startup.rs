@@ -128,6 +128,20 @@ pub fn spawn_worker(state: &AppState, config: confab_delivery::DeliveryConfig) -
     confab_delivery::Worker::new(state.store.clone(), confab_faces::webhook_formats(), config).spawn()
 }
 
+/// Starts the delivery worker, which stops when `stop` turns true after
+/// finishing the round under way.
+pub fn spawn_worker_until(
+    state: &AppState,
+    config: confab_delivery::DeliveryConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    confab_delivery::Worker::new(state.store.clone(), confab_faces::webhook_formats(), config).spawn_until(stop)
+}
+
+/// How long a shutdown waits for the worker's round under way (an HTTP
+/// attempt times out after 10 s by default).
+pub const WORKER_DRAIN: Duration = Duration::from_secs(15);
+
 pub struct Prepared {
     pub state: AppState,
     pub limits: HttpLimits,

@@ -366,12 +366,8 @@ fn deliveries_of_every_face_survive_a_restart_mid_backoff() {
         .build()
         .unwrap();
     let receivers: Vec<Receiver> = (0..3).map(|_| rt.block_on(Receiver::start(&[500, 200]))).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let world_file = dir.path().join("world.toml");
-    std::fs::write(
-        &world_file,
-        format!(
-            r#"[[tenants]]
+    let (dir, world_file) = world_in_a_dir(&format!(
+        r#"[[tenants]]
 slug = "acme"
 users = [{{ id = 1, name = "Owner" }}]
 apps = [{{ id = 1, client_id = "app.hooks" }}]
@@ -386,9 +382,7 @@ credentials = [
   {{ kind = "bitrix_oauth", secret = "bx-token", user = 1, app = "app.hooks", scopes = ["im", "imbot"] }},
 ]
 "#
-        ),
-    )
-    .unwrap();
+    ));
     // Retries 6 s apart (±20%): long enough to stop the server in between,
     // even on a loaded machine.
     let args = [
@@ -489,6 +483,103 @@ credentials = [
         assert_eq!(face.event_id(&got[0]), face.event_id(&got[1]), "{face:?}");
     }
     stop(child);
+}
+
+/// Invariant: a graceful stop (SIGTERM) finishes the webhook attempt in
+/// flight and records it, instead of leaving the delivery leased (to be
+/// sent again only when its 30 s lease runs out).
+#[test]
+fn a_graceful_stop_finishes_the_attempt_in_flight() {
+    use common::process::{start, stop};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A receiver that answers 200 after a second and a half.
+    let arrived = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = rt.block_on(async {
+        let a = arrived.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let a = a.clone();
+                async move {
+                    a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        url
+    });
+    let (dir, world_file) = world_in_a_dir(&format!(
+        r#"[[tenants]]
+slug = "acme"
+lines = [{{ number = "{LINE}" }}]
+chats = [{{ id = 1, line = "{LINE}", members = ["+14155550101", "+14155550102", "+14155550103"] }}]
+credentials = [{{ kind = "linq_api_key", secret = "linq-key" }}]
+"#
+    ));
+    let args = ["--world", world_file.to_str().unwrap(), "--admin-token", "t"];
+    let (child, listen) = start(dir.path(), &args);
+    let base = format!("http://{listen}");
+    let client = reqwest::Client::new();
+    rt.block_on(async {
+        let r = client
+            .post(format!("{base}/api/partner/v3/webhook-subscriptions"))
+            .bearer_auth("linq-key")
+            .json(&json!({"target_url": url, "subscribed_events": ["participant.added"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = client
+            .post(format!("{base}/admin/v1/tenants/acme/chats/1/members"))
+            .bearer_auth("t")
+            .json(&json!({"member": "+14155550199"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while arrived.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the attempt never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // The attempt is in flight: stop now.
+    let (status, _) = stop(child);
+    assert!(status.success());
+    let (child, listen) = start(dir.path(), &args);
+    let deliveries: Value = rt.block_on(async {
+        client
+            .get(format!("http://{listen}/admin/v1/deliveries"))
+            .bearer_auth("t")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    stop(child);
+    let d = &deliveries.as_array().unwrap()[0];
+    assert_eq!(d["status"], "delivered", "recorded before the stop: {deliveries}");
+    assert_eq!(d["attempts"], 1, "{deliveries}");
+    assert_eq!(arrived.load(std::sync::atomic::Ordering::SeqCst), 1, "sent once");
+}
+
+/// A temporary directory holding `world.toml` with this text.
+fn world_in_a_dir(toml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("world.toml");
+    std::fs::write(&file, toml).unwrap();
+    (dir, file)
 }
 
 /// Decodes a form body with the face's own decoder (PHP-style keys stay flat).
