@@ -243,22 +243,29 @@ impl PgConn<'_> {
         op: impl AsyncFnOnce(&tokio_postgres::Client, &tokio_postgres::Statement) -> Result<T, tokio_postgres::Error>,
     ) -> TxResult<T> {
         let client = self.client;
-        let begin = self.begin.take();
-        self.h
-            .block_on(async move {
-                let st = client.prepare_cached(&dollar_placeholders(sql)).await?;
-                match begin {
-                    // Both requests are written before either answer is
-                    // read; PostgreSQL runs them in order.
-                    Some(b) => {
-                        let (began, out) = tokio::join!(client.batch_execute(b), op(client, &st));
-                        began?;
-                        out
-                    }
-                    None => op(client, &st).await,
+        let begin = self.begin;
+        // Set once BEGIN has gone out: a statement that fails to prepare
+        // sends nothing, and the next one must still begin the transaction.
+        let mut began = false;
+        let sent = &mut began;
+        let out = self.h.block_on(async move {
+            let st = client.prepare_cached(&dollar_placeholders(sql)).await?;
+            match begin {
+                // Both requests are written before either answer is read;
+                // PostgreSQL runs them in order.
+                Some(b) => {
+                    *sent = true;
+                    let (began, out) = tokio::join!(client.batch_execute(b), op(client, &st));
+                    began?;
+                    out
                 }
-            })
-            .map_err(pg_err)
+                None => op(client, &st).await,
+            }
+        });
+        if began {
+            self.begin = None;
+        }
+        out.map_err(pg_err)
     }
 
     /// Ends the transaction (if one began): `COMMIT` or `ROLLBACK`.
