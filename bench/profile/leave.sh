@@ -7,7 +7,8 @@
 # /healthz, without start-up and provisioning.
 # Usage: bench/profile/leave.sh OUT_DIR [WORKLOAD] [N] [FACE]
 # (CHATS=... sets the number of chats, for a scattered world smaller than
-# the default 10,000 that provisions quickly under valgrind.)
+# the default 10,000 that provisions quickly under valgrind; CONFAB=... the
+# server binary, to profile another build.)
 set -euo pipefail
 out=${1:?usage: bench/profile/leave.sh OUT_DIR [scattered|concentrated] [N] [FACE]}
 workload=${2:-concentrated}
@@ -15,13 +16,14 @@ n=${3:-1000}
 face=${4:-vibecode}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 port=18977
+confab=${CONFAB:-$repo/target/release/confab}
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
 mkdir -p "$out"
 run() { # run NAME REQUESTS
     rm -rf "$out/$1"
     mkdir -p "$out/$1"
     valgrind --tool=callgrind --callgrind-out-file="$out/$1/callgrind.out" \
-        "$repo/target/release/confab" serve --listen 127.0.0.1:$port --admin-token bt --bitrix-rate-limit off \
+        "$confab" serve --listen 127.0.0.1:$port --admin-token bt --bitrix-rate-limit off \
         --database-url "sqlite://$out/$1/data/confab.db" >"$out/$1/server.log" 2>&1 &
     local server=$!
     for _ in $(seq 120); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 1; done
