@@ -329,6 +329,17 @@ pub async fn run(confab: &Path, kills: usize, chats: usize, target: Target<'_>) 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (mut lost, mut violations, mut closed_total, mut added_total, mut messages_total) = (0, 0, 0, 0, 0);
+    // Message ids are per tenant: an acknowledged message that was lost
+    // leaves its id to the next one, so two acknowledgements with one id
+    // mean a loss even if a message with that id exists.
+    let mut message_ids = HashSet::new();
+    for a in &acked {
+        if let Acked::Message(_, id) = a {
+            if !message_ids.insert(*id) {
+                lost += 1;
+            }
+        }
+    }
     let mut below_floor = 0;
     for chat in 1..=chats * 3 {
         let v: Value = client

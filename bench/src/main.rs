@@ -371,7 +371,6 @@ async fn load(
     Ok(())
 }
 
-/// The raw storage baseline: leave-shaped SQL straight on SQLite.
 /// Scattered leaves: (chat, member) pairs taking one member from every chat
 /// in a shuffled order (the same order on every run) before a second from
 /// any, so neighbouring leaves land in unrelated chats and pages, as real
@@ -386,6 +385,7 @@ pub(crate) fn scattered_pairs(chats: usize, members: usize, n: usize) -> Vec<(us
         .collect()
 }
 
+/// The raw storage baseline: leave-shaped SQL straight on SQLite.
 fn storage(chats: usize, members: usize, leaves: usize) -> anyhow::Result<()> {
     println!("{:<10} {:>6} {:<12} {:>12}", "sync", "batch", "order", "leaves/s");
     let scattered = scattered_pairs(chats, members, leaves);

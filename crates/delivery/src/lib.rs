@@ -160,7 +160,9 @@ impl Worker {
     pub fn spawn_until(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let me = Arc::new(self);
         tokio::spawn(async move {
-            while !*stop.borrow() {
+            // Stops when told to, or when the sender is gone (the task
+            // that held it was aborted), busy or idle.
+            while !*stop.borrow() && stop.has_changed().is_ok() {
                 let ops = me.run_operations_once().await;
                 let sent = me.deliver_once().await;
                 if ops == 0 && sent == 0 {

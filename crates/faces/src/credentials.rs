@@ -61,6 +61,9 @@ impl<K: Eq + Hash + Clone, V: Clone> Ttl<K, V> {
 pub struct CredentialCache {
     by_hash: Ttl<(CredentialKind, String), (Credential, Tenant)>,
     chert_by_slug: Ttl<String, (Tenant, Vec<Credential>)>,
+    /// Bumped by `clear`: a lookup that began before a clear does not
+    /// store what it read (it may predate the admin write).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Default for CredentialCache {
@@ -68,6 +71,7 @@ impl Default for CredentialCache {
         CredentialCache {
             by_hash: Ttl::new(),
             chert_by_slug: Ttl::new(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -86,6 +90,7 @@ impl CredentialCache {
             return Ok(Some(hit));
         }
         let hash = key.1.clone();
+        let generation = self.generation();
         let found = crate::common::bounded(store.read(move |tx| {
             let Some(cred) = tx.credential_by_hash(kind, &hash)? else {
                 return Ok(None);
@@ -93,7 +98,7 @@ impl CredentialCache {
             Ok(tx.tenant(cred.tenant_id)?.map(|t| (cred, t)))
         }))
         .await?;
-        if let Some(v) = &found {
+        if let Some(v) = found.as_ref().filter(|_| self.generation() == generation) {
             self.by_hash.put(key, v.clone());
         }
         Ok(found)
@@ -111,6 +116,7 @@ impl CredentialCache {
             return Ok(Some(hit));
         }
         let s = slug.clone();
+        let generation = self.generation();
         let found = crate::common::bounded(store.read(move |tx| {
             let Some(tenant) = tx.tenant_by_slug(&s)? else {
                 return Ok(None);
@@ -123,14 +129,19 @@ impl CredentialCache {
             Ok(Some((tenant, creds)))
         }))
         .await?;
-        if let Some(v) = &found {
+        if let Some(v) = found.as_ref().filter(|_| self.generation() == generation) {
             self.chert_by_slug.put(slug, v.clone());
         }
         Ok(found)
     }
 
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Forgets everything (after an admin write on this node).
     pub fn clear(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.by_hash.clear();
         self.chert_by_slug.clear();
     }

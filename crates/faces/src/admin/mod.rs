@@ -158,7 +158,7 @@ pub async fn forget_credentials_after_writes(
 ) -> Response {
     let writes = !req.method().is_safe();
     let res = next.run(req).await;
-    if writes {
+    if writes && res.status().is_success() {
         st.credentials.clear();
     }
     res

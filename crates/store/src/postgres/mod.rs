@@ -232,6 +232,8 @@ pub struct PgConn<'a> {
     read_only: bool,
     /// The `BEGIN` statement, until it has been sent.
     begin: Option<&'static str>,
+    /// Whether `BEGIN` may have been sent (set before trying).
+    maybe_open: bool,
 }
 
 impl PgConn<'_> {
@@ -244,6 +246,9 @@ impl PgConn<'_> {
     ) -> TxResult<T> {
         let client = self.client;
         let begin = self.begin;
+        // From here on a transaction may be open, whatever happens next (a
+        // panic inside `block_on` included): the end of the job rolls back.
+        self.maybe_open |= begin.is_some();
         // Set once BEGIN has gone out: a statement that fails to prepare
         // sends nothing, and the next one must still begin the transaction.
         let mut began = false;
@@ -268,12 +273,15 @@ impl PgConn<'_> {
         out.map_err(pg_err)
     }
 
-    /// Ends the transaction (if one began): `COMMIT` or `ROLLBACK`.
+    /// Ends the transaction: `COMMIT` if it began; `ROLLBACK` if it may
+    /// have (outside a transaction PostgreSQL only warns), so that no
+    /// connection goes back to the pool inside one.
     fn finish(&mut self, commit: bool) -> Result<(), CoreError> {
-        if self.begin.is_some() {
-            return Ok(());
-        }
-        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        let sql = match (commit, self.begin.is_none(), self.maybe_open) {
+            (true, true, _) => "COMMIT",
+            (false, true, _) | (false, false, true) => "ROLLBACK",
+            _ => return Ok(()),
+        };
         self.h.block_on(self.client.batch_execute(sql)).map_err(pg_err)
     }
 }
@@ -376,6 +384,7 @@ impl Store for PgStore {
                 h: &h,
                 read_only: read,
                 begin: Some(begin),
+                maybe_open: false,
             };
             let (out, conn) = {
                 let mut tx = SqlTx::new(conn, now());
