@@ -21,6 +21,8 @@ use tower_http::trace::TraceLayer;
 pub struct HttpLimits {
     pub request_timeout: Duration,
     pub body_limit: usize,
+    /// Time to receive a request's line and headers (see `startup::serve_http`).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -28,6 +30,7 @@ impl Default for HttpLimits {
         HttpLimits {
             request_timeout: Duration::from_secs(30),
             body_limit: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }

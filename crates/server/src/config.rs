@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "CONFAB_BODY_LIMIT")]
     pub body_limit: Option<usize>,
+    /// Seconds a client has to send its request line and headers before
+    /// the connection is closed (slow clients hold nothing longer).
+    #[arg(long, env = "CONFAB_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<u64>,
     /// The Bitrix portal rate limit, shared with Vibecode: `DRAIN/BURST`
     /// (requests per second drained / bucket size; Bitrix default `2/50`)
     /// or `off`.
@@ -105,6 +109,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub request_timeout: Option<u64>,
     pub body_limit: Option<usize>,
+    pub header_read_timeout: Option<u64>,
     pub bitrix_rate_limit: Option<String>,
     pub bitrix_operating_limit: Option<String>,
 }
@@ -121,6 +126,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub request_timeout: u64,
     pub body_limit: usize,
+    pub header_read_timeout: u64,
     pub bitrix_rate_limit: Option<BucketConfig>,
     pub bitrix_operating_limit: Option<f64>,
 }
@@ -143,6 +149,7 @@ impl Config {
             log_format: Some("text".into()),
             request_timeout: Some(30),
             body_limit: Some(1024 * 1024),
+            header_read_timeout: Some(30),
             bitrix_rate_limit: Some("2/50".into()),
             bitrix_operating_limit: Some("420".into()),
         };
@@ -217,6 +224,7 @@ impl Config {
             log_format,
             request_timeout: serve.request_timeout.or(file.request_timeout).unwrap_or(30),
             body_limit: serve.body_limit.or(file.body_limit).unwrap_or(1024 * 1024),
+            header_read_timeout: serve.header_read_timeout.or(file.header_read_timeout).unwrap_or(30),
             bitrix_rate_limit,
             bitrix_operating_limit,
         })

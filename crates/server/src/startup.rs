@@ -162,6 +162,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         limits: HttpLimits {
             request_timeout: Duration::from_secs(config.request_timeout),
             body_limit: config.body_limit,
+            header_read_timeout: Duration::from_secs(config.header_read_timeout),
         },
         generated_admin_token: generated,
     })
@@ -202,12 +203,59 @@ pub async fn serve(config: &Config, prepared: Prepared, tls: Tls) -> anyhow::Res
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = prepared.state.store.backend(), "confab listening");
     eprintln!("confab listening on http://{addr}");
+    let header_read_timeout = prepared.limits.header_read_timeout;
     let router = app::build(prepared.state, &prepared.limits);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server error")?;
+    serve_http(listener, router, header_read_timeout, shutdown_signal()).await;
     Ok(())
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then lets
+/// every connection finish the request it is serving. What `axum::serve`
+/// does, plus a deadline for the request head: axum's server sets no timer,
+/// so hyper's header read timeout never fires there and a client sending
+/// its headers a byte at a time could hold a connection forever.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    header_read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
 }
 
 async fn serve_tls(config: &Config, prepared: Prepared, cert: &Path, key: &Path) -> anyhow::Result<()> {
