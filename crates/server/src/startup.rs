@@ -281,11 +281,15 @@ async fn serve_tls(config: &Config, prepared: Prepared, cert: &Path, key: &Path)
         shutdown_signal().await;
         h.graceful_shutdown(Some(Duration::from_secs(30)));
     });
+    let header_read_timeout = prepared.limits.header_read_timeout;
     let router = app::build(prepared.state, &prepared.limits);
-    axum_server::from_tcp_rustls(listener, tls)
-        .handle(handle)
-        .serve(router.into_make_service())
-        .await
-        .context("server error")?;
+    let mut server = axum_server::from_tcp_rustls(listener, tls).handle(handle);
+    // As in `serve_http`: without a timer hyper's header timeout never fires.
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    server.serve(router.into_make_service()).await.context("server error")?;
     Ok(())
 }

@@ -42,6 +42,43 @@ fn a_slow_client_is_cut_off_after_the_header_read_timeout() {
     stop(child);
 }
 
+/// The same over HTTPS (`--tls-self-signed`, axum-server): the client is
+/// `openssl s_client`, which completes the handshake, sends half a request
+/// head and waits; the server must close the connection.
+#[test]
+fn a_slow_client_is_cut_off_over_https_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, listen) = start(dir.path(), &["--tls-self-signed", "--header-read-timeout", "1"]);
+    let client = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &listen])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut client = client.unwrap_or_else(|e| {
+        panic!("openssl is needed for this test ({e}); scripts/test installs it, or: apt-get install openssl")
+    });
+    let mut stdin = client.stdin.take().unwrap();
+    stdin
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    stdin.flush().unwrap();
+    let started = Instant::now();
+    let closed = loop {
+        if let Some(status) = client.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(8) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = client.kill();
+    drop(stdin);
+    stop(child);
+    assert!(closed.is_some(), "the server kept the connection open for 8 s");
+}
+
 /// Invariant: a request head too large for the server gets 431, not a
 /// hang or a 5xx, and the server goes on.
 #[tokio::test]
