@@ -65,8 +65,19 @@ async fn chert_id(s: &TestServer, chat: i64) -> String {
 /// A fresh timestamp per request: identical requests signed in the same
 /// second carry the same signature, which confab refuses as a replay.
 fn fresh_ts() -> i64 {
+    // Never the same timestamp twice in this process: two calls straddling
+    // a second boundary would otherwise give `now - k` both times, and two
+    // identical bodies the same signature (a replay).
     static OFFSET: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
-    now() - OFFSET.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 250
+    static USED: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let ts = now() - OFFSET.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 250;
+        let mut used = USED.lock().unwrap();
+        if !used.contains(&ts) {
+            used.push(ts);
+            return ts;
+        }
+    }
 }
 
 /// A signed request, exactly as the seed's examples sign.

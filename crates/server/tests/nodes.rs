@@ -250,7 +250,10 @@ async fn pg_only_idempotency_keys_hold_across_nodes() {
 
 /// Invariants: with both nodes' delivery workers running, every event's
 /// webhook is delivered exactly once (outbox rows are claimed by one
-/// worker), and a queued Linq leave accepted by node A runs exactly once.
+/// worker), a queued Linq leave accepted by node A runs exactly once, and
+/// one chat's queued operations run in queue order whichever node queued
+/// them (the last add, queued on node B just before the leave on node A,
+/// once ran after the leave and failed with "you have left this chat").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pg_only_outbox_and_operations_are_claimed_once() {
     let (a, b) = two_nodes(None).await;

@@ -344,6 +344,7 @@ fn cred_row(r: &SqlRow) -> TxResult<Credential> {
     })
 }
 
+const EVENT_INSERT: &str = "INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const SUB_COLS: &str =
     "id, tenant_id, face, target_url, events, kinds, lines, subject_id, secret, extra, active, created_at, updated_at";
 fn sub_row(r: &SqlRow) -> TxResult<Subscription> {
@@ -432,6 +433,12 @@ impl<C: Conn> SqlTx<C> {
             p![e.tenant_id.0],
             sub_row,
         )?;
+        self.enqueue_for(event, subs)
+    }
+
+    /// Outbox rows for the subscriptions among `subs` that hear `event`.
+    fn enqueue_for(&mut self, event: &Event, subs: Vec<Subscription>) -> TxResult<()> {
+        let e = &event.event;
         if subs.is_empty() {
             return Ok(());
         }
@@ -769,20 +776,48 @@ impl<C: Conn> Tx for SqlTx<C> {
         // Time-ordered (v7), so the unique index on `uuid` grows at its
         // right edge instead of taking a write at a random page per event.
         let uuid = Uuid::now_v7();
-        let id = self.insert_id(
-            "INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            p![
-                uuid.to_string(),
-                e.tenant_id.0,
-                e.chat_id.0,
-                e.kind.as_str(),
-                e.actor_id.map(|u| u.0),
-                e.subject_id.map(|u| u.0),
-                e.message_id.map(|m| m.0),
-                e.trace_id,
-                e.at
-            ],
-        )?;
+        let params = p![
+            uuid.to_string(),
+            e.tenant_id.0,
+            e.chat_id.0,
+            e.kind.as_str(),
+            e.actor_id.map(|u| u.0),
+            e.subject_id.map(|u| u.0),
+            e.message_id.map(|m| m.0),
+            e.trace_id.clone(),
+            e.at
+        ];
+        if self.c.dialect() == Dialect::Postgres {
+            // One round trip: the insert, and the tenant's subscriptions
+            // joined to its id (NULL columns when there is none).
+            static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                let cols: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
+                format!(
+                    "WITH ev AS ({} RETURNING id) SELECT ev.id, {} FROM ev \
+                     LEFT JOIN subscriptions s ON s.tenant_id = ?2 AND s.active = TRUE",
+                    EVENT_INSERT,
+                    cols.join(", ")
+                )
+            });
+            let rows = self.c.query(&SQL, params)?;
+            let id: i64 = rows
+                .first()
+                .ok_or_else(|| CoreError::Internal("INSERT … RETURNING gave no row".into()))?
+                .get(0)?;
+            let subs = rows
+                .iter()
+                .filter(|r| !matches!(r.0.get(1), None | Some(Val::Null)))
+                .map(|r| sub_row(&SqlRow(r.0[1..].to_vec())))
+                .collect::<TxResult<Vec<_>>>()?;
+            let event = Event {
+                id: EventId(id),
+                uuid,
+                event: e,
+            };
+            self.enqueue_for(&event, subs)?;
+            return Ok(event);
+        }
+        let id = self.insert_id(EVENT_INSERT, params)?;
         let event = Event {
             id: EventId(id),
             uuid,
@@ -1296,15 +1331,24 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     }
 
     fn claim_operations(&mut self, now_ms: i64, lease_ms: i64, limit: usize) -> TxResult<Vec<Operation>> {
-        let order = match self.c.dialect() {
-            Dialect::Sqlite => "rowid",
-            Dialect::Postgres => "seq",
+        let (order, head_only) = match self.c.dialect() {
+            // One worker: it runs each chat's claimed operations in order.
+            Dialect::Sqlite => ("rowid", ""),
+            // Workers on several nodes: only the oldest queued operation of
+            // a chat may be claimed, so that a later one (an add queued on
+            // node B) never runs while an earlier one (a leave queued on
+            // node A and claimed by A's worker) is still under way.
+            Dialect::Postgres => (
+                "seq",
+                " AND NOT EXISTS (SELECT 1 FROM operations e WHERE e.tenant_id = o.tenant_id \
+                 AND e.chat_id = o.chat_id AND e.status = 'queued' AND e.seq < o.seq)",
+            ),
         };
         let mut rows = self.many(
             &format!(
-                "UPDATE operations SET claimed_until = ?2 WHERE trace_id IN (SELECT trace_id FROM operations \
-                 WHERE status = 'queued' AND (claimed_until IS NULL OR claimed_until <= ?1) \
-                 ORDER BY created_at, {order} LIMIT ?3{}) RETURNING {OP_COLS}, {order}",
+                "UPDATE operations SET claimed_until = ?2 WHERE trace_id IN (SELECT o.trace_id FROM operations o \
+                 WHERE o.status = 'queued' AND (o.claimed_until IS NULL OR o.claimed_until <= ?1){head_only} \
+                 ORDER BY o.created_at, o.{order} LIMIT ?3{}) RETURNING {OP_COLS}, {order}",
                 self.skip_locked()
             ),
             p![now_ms, now_ms + lease_ms, limit as i64],
