@@ -213,3 +213,41 @@ async fn a_ten_thousand_member_chat_pages_completely() {
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "VALIDATION_ERROR");
 }
+
+/// Invariant: text with a NUL character (which PostgreSQL cannot store) is
+/// refused as the client's mistake, in the face's own format, on both
+/// stores, and nothing is written (found by schemathesis on PostgreSQL: a
+/// user name with `\u0000` was a 500).
+#[tokio::test]
+async fn text_with_a_nul_character_is_a_client_error() {
+    let s = TestServer::with_world(
+        Tenant::new("acme")
+            .user(1, "A")
+            .user(2, "B")
+            .group(10, 1, &[2])
+            .credential("vibecode_personal", "vibe_api_a", Some(1), None, &["im"])
+            .world(),
+    )
+    .await;
+    let r = s
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/acme/users",
+            Some(json!({"name": "a\u{0000}b"})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "invalid", "{}", r.text);
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/chats/10/messages",
+            &[("x-api-key", "vibe_api_a")],
+            Some(json!({"message": "x\u{0000}y"})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "BITRIX_ERROR", "{}", r.text);
+    let users = s.admin(Method::GET, "/admin/v1/tenants/acme/users", None).await;
+    assert_eq!(users.body.as_array().unwrap().len(), 2, "{}", users.text);
+}

@@ -185,6 +185,7 @@ impl<C: Conn> SqlTx<C> {
     }
 
     fn one<T>(&mut self, sql: &str, p: &[Val], f: impl FnOnce(&SqlRow) -> TxResult<T>) -> TxResult<Option<T>> {
+        no_nul(p)?;
         match self.c.query(sql, p)?.first() {
             Some(r) => f(r).map(Some),
             None => Ok(None),
@@ -192,15 +193,18 @@ impl<C: Conn> SqlTx<C> {
     }
 
     fn many<T>(&mut self, sql: &str, p: &[Val], f: impl FnMut(&SqlRow) -> TxResult<T>) -> TxResult<Vec<T>> {
+        no_nul(p)?;
         self.c.query(sql, p)?.iter().map(f).collect()
     }
 
     fn exec(&mut self, sql: &str, p: &[Val]) -> TxResult<u64> {
+        no_nul(p)?;
         self.c.exec(sql, p)
     }
 
     /// An `INSERT` into a table with an `id` key: the new row's id.
     fn insert_id(&mut self, sql: &str, p: &[Val]) -> TxResult<i64> {
+        no_nul(p)?;
         self.c.insert(sql, p)
     }
 
@@ -225,6 +229,18 @@ impl<C: Conn> SqlTx<C> {
         let sql = format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table} WHERE tenant_id = ?1");
         Ok(self.one(&sql, p![tenant.0], |r| r.get(0))?.unwrap_or(1))
     }
+}
+
+/// PostgreSQL cannot hold a NUL character in text (the statement fails,
+/// which would read as a server error), so text with one is refused on both
+/// stores alike, as the client's mistake, before it reaches the database.
+fn no_nul(p: &[Val]) -> TxResult<()> {
+    if p.iter().any(|v| matches!(v, Val::Text(s) if s.contains('\0'))) {
+        return Err(CoreError::Invalid(
+            "text must not contain NUL (\\u0000) characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn bad(what: &str, v: &str) -> CoreError {
@@ -799,6 +815,7 @@ impl<C: Conn> Tx for SqlTx<C> {
                     cols.join(", ")
                 )
             });
+            no_nul(params)?;
             let rows = self.c.query(&SQL, params)?;
             let id: i64 = rows
                 .first()
