@@ -10,25 +10,19 @@ use axum::http::{header, HeaderValue, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use confab_faces::AppState;
+use confab_store::stats::Histogram;
 use confab_store::StoreExt;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
-
-#[derive(Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    latency: Mutex<BTreeMap<String, Histogram<12>>>,
 }
 
 /// Which face a path belongs to.
@@ -55,17 +49,9 @@ impl Metrics {
                 .or_default() += 1;
         }
         if let Ok(mut l) = self.latency.lock() {
-            let h = l.entry(face.to_string()).or_default();
-            if h.counts.is_empty() {
-                h.counts = vec![0; BUCKETS.len()];
-            }
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if seconds <= *b {
-                    h.counts[i] += 1;
-                }
-            }
-            h.sum += seconds;
-            h.count += 1;
+            l.entry(face.to_string())
+                .or_insert_with(|| Histogram::new(BUCKETS))
+                .observe(seconds);
         }
     }
 
@@ -88,27 +74,10 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE confab_http_request_duration_seconds histogram");
         if let Ok(l) = self.latency.lock() {
             for (face, h) in l.iter() {
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "confab_http_request_duration_seconds_bucket{{face=\"{face}\",le=\"{b}\"}} {}",
-                        h.counts[i]
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "confab_http_request_duration_seconds_bucket{{face=\"{face}\",le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(
-                    out,
-                    "confab_http_request_duration_seconds_sum{{face=\"{face}\"}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "confab_http_request_duration_seconds_count{{face=\"{face}\"}} {}",
-                    h.count
+                h.render(
+                    &mut out,
+                    "confab_http_request_duration_seconds",
+                    &format!("face=\"{face}\""),
                 );
             }
         }
