@@ -74,6 +74,11 @@ impl<const N: usize> Histogram<N> {
 pub static READ_TXN: Histogram<12> = Histogram::new(SECONDS);
 /// Write transactions (on SQLite: one group commit), seconds.
 pub static WRITE_TXN: Histogram<12> = Histogram::new(SECONDS);
+/// SQLite: one fsync of the WAL before a group of commits is answered.
+pub static WAL_SYNC: Histogram<12> = Histogram::new(SECONDS);
+/// SQLite: WAL checkpoints, by who ran them.
+pub static CHECKPOINT_BACKGROUND: Histogram<12> = Histogram::new(SECONDS);
+pub static CHECKPOINT_WRITER: Histogram<12> = Histogram::new(SECONDS);
 /// Commands carried by one SQLite group commit.
 pub static GROUP_COMMIT: Histogram<9> = Histogram::new(COMMANDS);
 /// Webhook attempts, seconds from request to answer, by outcome.
@@ -98,6 +103,21 @@ pub fn render(out: &mut String) {
     let batch = "confab_store_group_commit_commands";
     head(out, batch, "Commands per SQLite group commit.");
     GROUP_COMMIT.render(out, batch, "");
+    let sync = "confab_store_wal_sync_seconds";
+    head(
+        out,
+        sync,
+        "SQLite: fsyncs of the WAL, each answering the group commits before it.",
+    );
+    WAL_SYNC.render(out, sync, "");
+    let ckpt = "confab_store_checkpoint_seconds";
+    head(
+        out,
+        ckpt,
+        "SQLite: WAL checkpoints, by the background checkpointer or by the writer.",
+    );
+    CHECKPOINT_BACKGROUND.render(out, ckpt, "by=\"checkpointer\"");
+    CHECKPOINT_WRITER.render(out, ckpt, "by=\"writer\"");
     let hook = "confab_webhook_attempt_seconds";
     head(out, hook, "Webhook delivery attempts by outcome, request to answer.");
     WEBHOOK_DELIVERED.render(out, hook, "outcome=\"delivered\"");

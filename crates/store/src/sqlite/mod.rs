@@ -1,10 +1,15 @@
 //! SQLite store: one writer connection (so write transactions are
 //! serialized — the "chat lock" on SQLite is the writer itself, taken with
 //! `BEGIN IMMEDIATE`) and a few reader connections (WAL lets them read a
-//! consistent snapshot while the writer works). Durable by default:
-//! `journal_mode=WAL`, `synchronous=FULL`.
+//! consistent snapshot while the writer works). Durable by default, in
+//! `journal_mode=WAL`: nothing is answered or shown to a reader before the
+//! WAL holding it is fsynced — SQLite's `synchronous=FULL` guarantee, with
+//! the fsync taken off the writer's path (`durable`) and checkpoints run by
+//! a thread of their own (`checkpoint`).
 
+mod checkpoint;
 mod conn;
+mod durable;
 
 use crate::{AnyBox, Job, Mode, Store};
 use async_trait::async_trait;
@@ -42,6 +47,8 @@ pub enum OpenError {
          run a newer confab or point --database-url at another database"
     )]
     TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("cannot start the SQLite {what} thread: {source}")]
+    Thread { what: &'static str, source: std::io::Error },
     #[error("migrating {path} to schema version {version} failed: {source}")]
     Migrate {
         path: PathBuf,
@@ -58,8 +65,10 @@ pub struct SqliteStore {
     /// drop, which ends the thread.
     writer: Option<std::sync::mpsc::Sender<WriteJob>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
+    syncer_thread: Option<std::thread::JoinHandle<()>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    durability: Arc<durable::Durability>,
 }
 
 type WriteJob = (Job, tokio::sync::oneshot::Sender<Result<AnyBox, CoreError>>);
@@ -81,10 +90,18 @@ const GROUP_COMMIT_MAX: usize = 128;
 
 /// The writer thread: takes every job waiting, runs each inside its own
 /// savepoint of ONE transaction (a failing job rolls back alone), commits
-/// once — one fsync for the whole group with `synchronous=FULL` — and only
-/// then answers each job. An acknowledged command is therefore durable; a
-/// commit failure fails every job of the group, none is half-applied.
-fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) {
+/// once, and hands the answers to the syncer (`durable`), which answers
+/// after the WAL is fsynced. An acknowledged command is therefore durable;
+/// a commit failure fails every job of the group, none is half-applied.
+/// While the syncer waits for the disk, the writer runs the next group.
+fn writer_loop(
+    mut conn: Connection,
+    jobs: std::sync::mpsc::Receiver<WriteJob>,
+    mut checkpoints: checkpoint::Checkpoints,
+    durability: Arc<durable::Durability>,
+    syncer: std::sync::mpsc::Sender<durable::Committed>,
+) {
+    let mut seq = 0u64;
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < GROUP_COMMIT_MAX {
@@ -92,6 +109,12 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) 
                 Ok(j) => group.push(j),
                 Err(_) => break,
             }
+        }
+        if durability.failed() {
+            for (_, reply) in group {
+                let _ = reply.send(Err(durable::stopped()));
+            }
+            continue;
         }
         let started = std::time::Instant::now();
         crate::stats::GROUP_COMMIT.observe(group.len() as f64);
@@ -106,8 +129,7 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) 
             }
         };
         let now = now();
-        let mut results = Vec::with_capacity(group.len());
-        let mut replies = Vec::with_capacity(group.len());
+        let mut answers = Vec::with_capacity(group.len());
         for (job, reply) in group {
             // Prepared once per connection: parsing these two statements
             // for every command cost more than some of the commands.
@@ -129,25 +151,27 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) 
                     }
                 }
             };
-            results.push(outcome);
-            replies.push(reply);
+            answers.push((reply, outcome));
         }
+        seq += 1;
+        durability.issue(seq);
         let committed = t.commit();
         crate::stats::WRITE_TXN.observe(started.elapsed().as_secs_f64());
-        match committed {
-            Ok(()) => {
-                for (reply, r) in replies.into_iter().zip(results) {
-                    let _ = reply.send(r);
-                }
-            }
-            Err(e) => {
-                let err = db_err(e);
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
+        if let Err(e) = committed {
+            let err = db_err(e);
+            for (_, answer) in answers.iter_mut() {
+                *answer = Err(err.clone());
             }
         }
+        if let Err(std::sync::mpsc::SendError(group)) = syncer.send(durable::Committed { seq, answers }) {
+            for (reply, _) in group.answers {
+                let _ = reply.send(Err(CoreError::Unavailable("the SQLite syncer has stopped".into())));
+            }
+        }
+        checkpoints.after_commit(&conn);
     }
+    // The syncer answers what it holds, then ends.
+    drop(syncer);
 }
 
 fn now() -> i64 {
@@ -192,32 +216,49 @@ impl SqliteStore {
         migrate(&mut writer, &path)?;
         // Leaves scattered over many chats touch pages all over the file:
         // the writer keeps more of them than SQLite's default 2 MB.
-        writer
-            .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
-            .map_err(|source| OpenError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        // The writer does not checkpoint as it commits: a checkpointer thread
+        // with its own connection does (see `checkpoint`).
+        // Its commits write the WAL without an fsync; the syncer fsyncs
+        // before anything is answered (see `durable`).
+        let tune = |c: &Connection| {
+            c.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+            c.pragma_update(None, "wal_autocheckpoint", 0)?;
+            c.pragma_update(None, "synchronous", "NORMAL")
+        };
+        tune(&writer).map_err(|source| OpenError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let checkpoints = checkpoint::Checkpoints::start(open(
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?)
+        .map_err(|source| OpenError::Thread {
+            what: "checkpointer",
+            source,
+        })?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(Mutex::new(open(
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?));
         }
+        let durability = Arc::new(durable::Durability::default());
+        let (syncer, syncer_thread) =
+            durable::start(&path, durability.clone()).map_err(|source| OpenError::Thread { what: "syncer", source })?;
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
+        let d = durability.clone();
         let thread = std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx))
-            .map_err(|source| OpenError::CreateDir {
-                path: path.clone(),
-                source,
-            })?;
+            .spawn(move || writer_loop(writer, rx, checkpoints, d, syncer))
+            .map_err(|source| OpenError::Thread { what: "writer", source })?;
         Ok(SqliteStore {
             path,
             writer: Some(tx),
             writer_thread: Some(thread),
+            syncer_thread: Some(syncer_thread),
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
+            durability,
         })
     }
 
@@ -233,6 +274,9 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         drop(self.writer.take());
         if let Some(t) = self.writer_thread.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.syncer_thread.take() {
             let _ = t.join();
         }
     }
@@ -307,6 +351,7 @@ impl Store for SqliteStore {
             Mode::Read => {
                 let readers = self.readers.clone();
                 let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+                let durability = self.durability.clone();
                 tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
                     let _timer = Timer(started);
@@ -317,10 +362,12 @@ impl Store for SqliteStore {
                         .transaction_with_behavior(TransactionBehavior::Deferred)
                         .map_err(db_err)?;
                     let mut tx = sqlite_tx(&t, now());
-                    let out = job(&mut tx)?;
+                    let out = job(&mut tx);
                     // A read job never writes; rollback keeps it honest.
                     drop(t);
-                    Ok(out)
+                    // Nothing is shown before it is on disk.
+                    durability.wait_for_reads()?;
+                    out
                 })
                 .await
                 .map_err(join_err)?

@@ -1,0 +1,174 @@
+//! Checkpoints off the writer's path.
+//!
+//! With SQLite's automatic checkpoint the writer itself copies the WAL back
+//! into the database file every 1,000 pages and fsyncs it, and every
+//! command waiting in the channel waits with it. Under scattered leaves that
+//! was about a third of the writer's time (BENCHMARKS.md, session 4).
+//!
+//! Here the writer's automatic checkpoint is off. A checkpointer thread with
+//! its own connection runs `PRAGMA wal_checkpoint(PASSIVE)` after commits:
+//! it copies committed frames into the database file and fsyncs it while the
+//! writer goes on appending to the WAL (WAL allows one checkpointer beside
+//! one writer). A passive checkpoint alone would never let the WAL start
+//! over under steady load (the writer keeps adding frames behind it), so the
+//! writer finishes the job itself once the WAL is long and the checkpointer
+//! has caught up with most of it: its own passive checkpoint then copies
+//! only the last few frames, and its next transaction restarts the WAL from
+//! the beginning. Past a hard limit the writer checkpoints whatever the
+//! checkpointer's progress, so the WAL stays bounded if the checkpointer
+//! falls behind or fails.
+//!
+//! Durability is SQLite's own: with `synchronous=FULL` (the checkpointer)
+//! or `NORMAL` (the writer) a checkpoint fsyncs the WAL before copying and
+//! the database after.
+
+use rusqlite::Connection;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// WAL length (frames, one page each) from which the writer restarts the
+/// WAL once the checkpointer has copied most of it.
+const RESTART_FRAMES: i64 = 2_000;
+/// Frames the writer is willing to copy itself when it restarts the WAL.
+const WRITER_COPIES_AT_MOST: i64 = 500;
+/// WAL length past which the writer checkpoints regardless.
+const HARD_FRAMES: i64 = 20_000;
+/// Commits without a fresh report after which the writer checkpoints
+/// itself (the checkpointer is stuck or failing).
+const STALE_COMMITS: i64 = 200;
+
+/// What the checkpointer last saw, shared with the writer.
+#[derive(Default)]
+struct Progress {
+    /// Bumped by the writer each time it restarts the WAL; a report from
+    /// a checkpoint that began in an earlier epoch is stale.
+    epoch: AtomicU64,
+    reported_epoch: AtomicU64,
+    /// Frames in the WAL and frames copied, at the checkpointer's last run.
+    log: AtomicI64,
+    copied: AtomicI64,
+    /// Checkpoints the checkpointer has run.
+    runs: AtomicU64,
+}
+
+/// The writer's side: pokes the checkpointer after each commit and decides
+/// when to restart the WAL.
+pub(super) struct Checkpoints {
+    progress: Arc<Progress>,
+    poke: Option<SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Commits since the writer last restarted the WAL.
+    commits: i64,
+    /// `runs` when the writer last tried to restart the WAL: it tries
+    /// again only after news from the checkpointer (which holds the
+    /// checkpoint lock while it runs).
+    tried_at_run: u64,
+}
+
+impl Checkpoints {
+    /// Starts the checkpointer on `conn` (its own connection to the same
+    /// database). The writer's connection must have `wal_autocheckpoint=0`.
+    pub(super) fn start(conn: Connection) -> std::io::Result<Self> {
+        let progress = Arc::new(Progress::default());
+        let (poke, pokes) = std::sync::mpsc::sync_channel(1);
+        let p = progress.clone();
+        let thread = std::thread::Builder::new()
+            .name("confab-sqlite-ckpt".into())
+            .spawn(move || checkpointer_loop(conn, pokes, p))?;
+        Ok(Checkpoints {
+            progress,
+            poke: Some(poke),
+            thread: Some(thread),
+            commits: 0,
+            tried_at_run: u64::MAX,
+        })
+    }
+
+    /// Called by the writer after each commit.
+    pub(super) fn after_commit(&mut self, writer: &Connection) {
+        self.commits += 1;
+        if let Some(p) = &self.poke {
+            match p.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                Err(TrySendError::Disconnected(())) => self.poke = None,
+            }
+        }
+        let pr = &self.progress;
+        let runs = pr.runs.load(Ordering::Acquire);
+        let current = pr.reported_epoch.load(Ordering::Acquire) == pr.epoch.load(Ordering::Acquire);
+        let (log, copied) = (pr.log.load(Ordering::Acquire), pr.copied.load(Ordering::Acquire));
+        let caught_up =
+            current && runs != self.tried_at_run && log >= RESTART_FRAMES && log - copied <= WRITER_COPIES_AT_MOST;
+        let overdue = if current {
+            log >= HARD_FRAMES
+        } else {
+            self.commits >= STALE_COMMITS
+        };
+        if !(caught_up || overdue) {
+            return;
+        }
+        self.tried_at_run = runs;
+        let started = std::time::Instant::now();
+        let outcome = passive(writer);
+        crate::stats::CHECKPOINT_WRITER.observe(started.elapsed().as_secs_f64());
+        match outcome {
+            // Everything is copied: the next write transaction starts the
+            // WAL over (SQLite does that itself when no reader still reads
+            // an old part of it).
+            Ok((0, log, copied)) if log == copied => {
+                self.commits = 0;
+                self.tried_at_run = u64::MAX;
+                pr.epoch.fetch_add(1, Ordering::AcqRel);
+            }
+            // The checkpointer holds the checkpoint lock, or a reader still
+            // needs old frames: try again after the next commit.
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the writer's WAL checkpoint failed"),
+        }
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        drop(self.poke.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: (busy, frames in the WAL, frames copied).
+fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+}
+
+fn checkpointer_loop(conn: Connection, pokes: Receiver<()>, progress: Arc<Progress>) {
+    loop {
+        match pokes.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) => {}
+            // Idle: nothing was committed, nothing to copy.
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let epoch = progress.epoch.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
+        let outcome = passive(&conn);
+        crate::stats::CHECKPOINT_BACKGROUND.observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok((_, log, copied)) => {
+                progress.log.store(log, Ordering::Release);
+                progress.copied.store(copied, Ordering::Release);
+                progress.reported_epoch.store(epoch, Ordering::Release);
+                progress.runs.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "background WAL checkpoint failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
