@@ -33,6 +33,12 @@ use std::time::Duration;
 const RESTART_FRAMES: i64 = 2_000;
 /// Frames the writer is willing to copy itself when it restarts the WAL.
 const WRITER_COPIES_AT_MOST: i64 = 500;
+/// Least time between two checkpoints of the checkpointer while the WAL is
+/// shorter than `RESTART_FRAMES`: each ends with an fsync of the database
+/// file, and one after every commit at a low rate only made the WAL's own
+/// fsyncs wait behind them. Past that length it runs back to back, so the
+/// writer finds it caught up and its own share of the copy stays small.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(25);
 /// WAL length past which the writer checkpoints regardless.
 const HARD_FRAMES: i64 = 20_000;
 /// Commits without a fresh report after which the writer checkpoints
@@ -156,6 +162,7 @@ fn checkpointer_loop(conn: Connection, pokes: Receiver<()>, progress: Arc<Progre
         }
         let epoch = progress.epoch.load(Ordering::Acquire);
         let started = std::time::Instant::now();
+        let mut next = started + CHECKPOINT_EVERY;
         let outcome = passive(&conn);
         crate::stats::CHECKPOINT_BACKGROUND.observe(started.elapsed().as_secs_f64());
         match outcome {
@@ -164,11 +171,15 @@ fn checkpointer_loop(conn: Connection, pokes: Receiver<()>, progress: Arc<Progre
                 progress.copied.store(copied, Ordering::Release);
                 progress.reported_epoch.store(epoch, Ordering::Release);
                 progress.runs.fetch_add(1, Ordering::AcqRel);
+                if log >= RESTART_FRAMES {
+                    next = started;
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "background WAL checkpoint failed");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
     }
 }

@@ -13,9 +13,10 @@
 //! - **An acknowledged change is durable**: no command is answered before
 //!   an fsync of the WAL that began after its commit returned. That is the
 //!   guarantee `synchronous=FULL` gives, reached one fsync later.
-//! - **No reader sees a change before it is durable**: a read job's answer
-//!   is held until every group that had begun committing when the job
-//!   ended is synced (`Durability::wait_for_reads`). Without that, a client
+//! - **No reader sees a change before it is durable**: a read job takes
+//!   its snapshot first, notes the last group that had begun committing by
+//!   then (`Durability::visible_bound`), and its answer is held until that
+//!   group is synced (`Durability::wait_synced`). Without that, a client
 //!   could read a change that a power loss would then take back.
 //! - **Order**: groups are answered in commit order, and a later group's
 //!   sync covers the earlier ones (one file, fsync flushes all of it).
@@ -65,12 +66,14 @@ impl Durability {
         self.failed.load(Ordering::SeqCst)
     }
 
-    /// Called after a read job has run: waits until everything it could
-    /// have seen is synced. Anything visible to the job's snapshot had
-    /// begun committing before the job ended, so `issued` read now covers
-    /// it.
-    pub fn wait_for_reads(&self) -> Result<(), CoreError> {
-        let want = self.issued.load(Ordering::SeqCst);
+    /// The last group that may be visible to a read snapshot taken
+    /// before this call: anything visible to it began committing earlier.
+    pub fn visible_bound(&self) -> u64 {
+        self.issued.load(Ordering::SeqCst)
+    }
+
+    /// Waits until group `want` (and so every group before it) is synced.
+    pub fn wait_synced(&self, want: u64) -> Result<(), CoreError> {
         let mut synced = self.synced.lock().map_err(|_| poisoned())?;
         let deadline = std::time::Instant::now() + READ_WAIT;
         while *synced < want {
@@ -179,7 +182,7 @@ mod tests {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let reader = {
             let d = d.clone();
-            std::thread::spawn(move || done_tx.send(d.wait_for_reads()).unwrap())
+            std::thread::spawn(move || done_tx.send(d.wait_synced(d.visible_bound())).unwrap())
         };
         // Group 1 began committing and is not synced: the read is held.
         assert!(done_rx.recv_timeout(Duration::from_millis(200)).is_err());
@@ -187,7 +190,7 @@ mod tests {
         assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)).unwrap(), Ok(()));
         reader.join().unwrap();
         // Nothing pending: a read goes straight through.
-        assert_eq!(d.wait_for_reads(), Ok(()));
+        assert_eq!(d.wait_synced(d.visible_bound()), Ok(()));
     }
 
     #[test]
@@ -208,7 +211,7 @@ mod tests {
             let v = a.blocking_recv().unwrap().unwrap();
             assert_eq!(*v.downcast::<u64>().unwrap(), seq);
         }
-        assert_eq!(d.wait_for_reads(), Ok(()));
+        assert_eq!(d.wait_synced(d.visible_bound()), Ok(()));
         drop(tx);
         thread.join().unwrap();
     }
@@ -232,7 +235,7 @@ mod tests {
         let (g, a) = group(2);
         tx.send(g).unwrap();
         assert_eq!(a.blocking_recv().unwrap().unwrap_err(), stopped());
-        assert_eq!(d.wait_for_reads(), Err(stopped()));
+        assert_eq!(d.wait_synced(d.visible_bound()), Err(stopped()));
         drop(tx);
         thread.join().unwrap();
     }

@@ -361,12 +361,18 @@ impl Store for SqliteStore {
                     let t = conn
                         .transaction_with_behavior(TransactionBehavior::Deferred)
                         .map_err(db_err)?;
+                    // Take the snapshot now (any read of the file does), so
+                    // the groups it can see are known: nothing is shown
+                    // before it is on disk.
+                    t.prepare_cached("PRAGMA schema_version")
+                        .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+                        .map_err(db_err)?;
+                    let visible = durability.visible_bound();
                     let mut tx = sqlite_tx(&t, now());
                     let out = job(&mut tx);
                     // A read job never writes; rollback keeps it honest.
                     drop(t);
-                    // Nothing is shown before it is on disk.
-                    durability.wait_for_reads()?;
+                    durability.wait_synced(visible)?;
                     out
                 })
                 .await
