@@ -25,7 +25,9 @@
 //! - **A failed fsync stops the store**: the data may be in the page cache
 //!   but not on disk, and retrying the fsync cannot tell (Linux clears the
 //!   error). Every command waiting is answered "unavailable", and so is
-//!   every later command and read.
+//!   every later command, read and health check. Like a timeout, that
+//!   answer leaves the outcome unknown: the change may have reached the
+//!   disk, and the database after a restart has whatever did.
 
 use crate::AnyBox;
 use confab_core::CoreError;
@@ -108,28 +110,35 @@ pub(super) fn stopped() -> CoreError {
     CoreError::Unavailable("the SQLite store stopped after a failed fsync of its WAL".into())
 }
 
-/// Starts the syncer for the database at `db_path` (its WAL is
-/// `<db_path>-wal`). Groups sent on the returned channel are answered once
-/// the WAL is synced.
+/// Starts the syncer for the database whose file SQLite resolved to
+/// `db_file` (symbolic links followed, as SQLite does: its WAL is
+/// `<db_file>-wal`). The WAL must exist already (it does once a connection
+/// has read the database in WAL mode); it is opened here, and its
+/// directory synced once, so a store that cannot sync fails at open rather
+/// than at its first write. Groups sent on the returned channel are
+/// answered once the WAL is synced.
 pub(super) fn start(
-    db_path: &std::path::Path,
+    db_file: &std::path::Path,
     durability: Arc<Durability>,
 ) -> std::io::Result<(Sender<Committed>, std::thread::JoinHandle<()>)> {
-    let mut wal = db_path.as_os_str().to_owned();
+    let mut wal = db_file.as_os_str().to_owned();
     wal.push("-wal");
     let wal = std::path::PathBuf::from(wal);
+    // SQLite keeps no locks on the WAL file itself, so this second
+    // descriptor cannot disturb its locking; fdatasync through it flushes
+    // what any descriptor wrote.
+    let file = std::fs::File::open(&wal)?;
+    if let Some(dir) = wal.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("confab-sqlite-sync".into())
-        .spawn(move || syncer_loop(wal, rx, durability))?;
+        .spawn(move || syncer_loop(wal, file, rx, durability))?;
     Ok((tx, thread))
 }
 
-fn syncer_loop(wal: std::path::PathBuf, groups: Receiver<Committed>, durability: Arc<Durability>) {
-    // Opened at the first group: the WAL exists once something committed.
-    // SQLite keeps no locks on the WAL file itself, so this second
-    // descriptor cannot disturb its locking.
-    let mut file: Option<std::fs::File> = None;
+fn syncer_loop(wal: std::path::PathBuf, file: std::fs::File, groups: Receiver<Committed>, durability: Arc<Durability>) {
     while let Ok(first) = groups.recv() {
         let mut batch = vec![first];
         batch.extend(groups.try_iter());
@@ -138,14 +147,7 @@ fn syncer_loop(wal: std::path::PathBuf, groups: Receiver<Committed>, durability:
             Err(stopped())
         } else {
             let started = std::time::Instant::now();
-            let synced = match &file {
-                Some(f) => f.sync_data(),
-                None => std::fs::File::open(&wal).and_then(|f| {
-                    let r = f.sync_data();
-                    file = Some(f);
-                    r
-                }),
-            };
+            let synced = fail_point(&wal).and_then(|()| file.sync_data());
             crate::stats::WAL_SYNC.observe(started.elapsed().as_secs_f64());
             synced.map_err(|e| {
                 tracing::error!(error = %e, wal = %wal.display(), "fsync of the SQLite WAL failed; the store stops");
@@ -163,6 +165,21 @@ fn syncer_loop(wal: std::path::PathBuf, groups: Receiver<Committed>, durability:
             }
         }
     }
+}
+
+/// Unit tests make the next sync fail by creating a file `fail-sync` next
+/// to the WAL; outside this crate's unit tests it does nothing.
+#[cfg(test)]
+fn fail_point(wal: &std::path::Path) -> std::io::Result<()> {
+    match wal.parent().map(|d| d.join("fail-sync").exists()) {
+        Some(true) => Err(std::io::Error::other("injected fsync failure")),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(test))]
+fn fail_point(_: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]
@@ -217,10 +234,19 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_wal_fails_at_start_not_at_the_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = start(&dir.path().join("x.db"), Arc::new(Durability::default())).err();
+        assert_eq!(err.map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
+    }
+
+    #[test]
     fn a_failed_sync_answers_unavailable_and_stops_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        // No WAL file to open: the sync fails as a failing disk would.
-        let db = dir.path().join("missing").join("x.db");
+        let db = dir.path().join("x.db");
+        std::fs::write(dir.path().join("x.db-wal"), b"frames").unwrap();
+        // The next fsync fails, as on a failing disk.
+        std::fs::write(dir.path().join("fail-sync"), b"").unwrap();
         let d = Arc::new(Durability::default());
         let (tx, thread) = start(&db, d.clone()).unwrap();
         d.issue(1);

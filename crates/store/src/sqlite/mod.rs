@@ -47,6 +47,8 @@ pub enum OpenError {
          run a newer confab or point --database-url at another database"
     )]
     TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("cannot open the WAL of {path} to sync it: {source}")]
+    Wal { path: PathBuf, source: std::io::Error },
     #[error("cannot start the SQLite {what} thread: {source}")]
     Thread { what: &'static str, source: std::io::Error },
     #[error("migrating {path} to schema version {version} failed: {source}")]
@@ -243,8 +245,14 @@ impl SqliteStore {
             )?));
         }
         let durability = Arc::new(durable::Durability::default());
+        // The file SQLite resolved (symbolic links followed): its WAL sits
+        // next to it, not necessarily next to `path`.
+        let db_file = writer.path().map(PathBuf::from).unwrap_or_else(|| path.clone());
         let (syncer, syncer_thread) =
-            durable::start(&path, durability.clone()).map_err(|source| OpenError::Thread { what: "syncer", source })?;
+            durable::start(&db_file, durability.clone()).map_err(|source| OpenError::Wal {
+                path: db_file.clone(),
+                source,
+            })?;
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         let d = durability.clone();
         let thread = std::thread::Builder::new()
@@ -355,23 +363,27 @@ impl Store for SqliteStore {
                 tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
                     let _timer = Timer(started);
-                    let mut conn = readers[i]
-                        .lock()
-                        .map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
-                    let t = conn
-                        .transaction_with_behavior(TransactionBehavior::Deferred)
-                        .map_err(db_err)?;
-                    // Take the snapshot now (any read of the file does), so
-                    // the groups it can see are known: nothing is shown
-                    // before it is on disk.
-                    t.prepare_cached("PRAGMA schema_version")
-                        .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
-                        .map_err(db_err)?;
-                    let visible = durability.visible_bound();
-                    let mut tx = sqlite_tx(&t, now());
-                    let out = job(&mut tx);
-                    // A read job never writes; rollback keeps it honest.
-                    drop(t);
+                    let (out, visible) = {
+                        let mut conn = readers[i]
+                            .lock()
+                            .map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
+                        let t = conn
+                            .transaction_with_behavior(TransactionBehavior::Deferred)
+                            .map_err(db_err)?;
+                        // Take the snapshot now (any read of the file does), so
+                        // the groups it can see are known: nothing is shown
+                        // before it is on disk.
+                        t.prepare_cached("PRAGMA schema_version")
+                            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+                            .map_err(db_err)?;
+                        let visible = durability.visible_bound();
+                        let mut tx = sqlite_tx(&t, now());
+                        let out = job(&mut tx);
+                        // A read job never writes; rollback keeps it honest.
+                        drop(t);
+                        (out, visible)
+                    };
+                    // Waits with the connection free for the next read.
                     durability.wait_synced(visible)?;
                     out
                 })
@@ -382,6 +394,9 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), CoreError> {
+        if self.durability.failed() {
+            return Err(durable::stopped());
+        }
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let conn = readers[0]
