@@ -152,7 +152,13 @@ fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, Option<User
         }
         _ => None,
     };
-    let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
+    let chat = match &cmd.leaver {
+        // The leaver's membership and user row are needed next.
+        Leaver::User(id) => tx
+            .lock_chat_for(cmd.tenant, cmd.chat, *id)?
+            .ok_or(CoreError::ChatNotFound)?,
+        _ => find_chat(tx, cmd.tenant, cmd.chat)?,
+    };
     let line = pinned_line(tx, &chat)?;
     let leaver = match &cmd.leaver {
         Leaver::User(id) => Some(*id),

@@ -164,6 +164,15 @@ pub struct SqlTx<C: Conn> {
     /// rules' `active_count` costs no second statement; forgotten when a
     /// membership of that chat opens or closes.
     counts: Vec<((i64, i64), i64)>,
+    /// Rows fetched with `lock_chat_for`, each served once to the lookup it
+    /// was fetched for; any write forgets them.
+    prefetched: Option<Prefetched>,
+}
+
+struct Prefetched {
+    key: (i64, i64, i64),
+    membership: Option<Option<Membership>>,
+    user: Option<Option<User>>,
 }
 
 impl<C: Conn> SqlTx<C> {
@@ -172,6 +181,7 @@ impl<C: Conn> SqlTx<C> {
             c,
             now,
             counts: Vec::new(),
+            prefetched: None,
         }
     }
 
@@ -199,12 +209,14 @@ impl<C: Conn> SqlTx<C> {
 
     fn exec(&mut self, sql: &str, p: &[Val]) -> TxResult<u64> {
         no_nul(p)?;
+        self.prefetched = None;
         self.c.exec(sql, p)
     }
 
     /// An `INSERT` into a table with an `id` key: the new row's id.
     fn insert_id(&mut self, sql: &str, p: &[Val]) -> TxResult<i64> {
         no_nul(p)?;
+        self.prefetched = None;
         self.c.insert(sql, p)
     }
 
@@ -520,6 +532,52 @@ impl<C: Conn> Tx for SqlTx<C> {
         }))
     }
 
+    fn lock_chat_for(&mut self, tenant: TenantId, id: ChatId, user: UserId) -> TxResult<Option<Chat>> {
+        if !(self.c.row_locks() && self.c.dialect() == Dialect::Postgres) {
+            return self.lock_chat(tenant, id);
+        }
+        // One round trip: the locked chat row with its count, the user's
+        // latest membership of it and the user's row (NULLs when absent).
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT c.*, m.*, u.* FROM \
+                 (SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE) c \
+                 LEFT JOIN LATERAL (SELECT {MEMBER_COLS} FROM memberships \
+                   WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 ORDER BY seq DESC LIMIT 1) m ON true \
+                 LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true"
+            )
+        });
+        let (chat_n, member_n) = (CHAT_COLS.split(',').count() + 1, MEMBER_COLS.split(',').count());
+        let part = |r: &SqlRow, from: usize, n: usize| SqlRow(r.0.iter().skip(from).take(n).cloned().collect());
+        let found = self.one(&SQL, p![tenant.0, id.0, user.0], |r| {
+            let chat = chat_row(r)?;
+            let count: i64 = r.get(chat_n - 1)?;
+            let m = part(r, chat_n, member_n);
+            let u = part(r, chat_n + member_n, usize::MAX);
+            let membership = if matches!(m.0.first(), None | Some(Val::Null)) {
+                None
+            } else {
+                Some(member_row(&m)?)
+            };
+            let user = if matches!(u.0.first(), None | Some(Val::Null)) {
+                None
+            } else {
+                Some(user_row(&u)?)
+            };
+            Ok((chat, count, membership, user))
+        })?;
+        Ok(found.map(|(chat, count, membership, user_row)| {
+            self.forget_count(tenant, id);
+            self.counts.push(((tenant.0, id.0), count));
+            self.prefetched = Some(Prefetched {
+                key: (tenant.0, id.0, user.0),
+                membership: Some(membership),
+                user: Some(user_row),
+            });
+            chat
+        }))
+    }
+
     fn active_count(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<usize> {
         // Kept on the chat row by open/close_membership.
         let known = self
@@ -549,6 +607,11 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>> {
+        if let Some(p) = self.prefetched.as_mut().filter(|p| p.key == (tenant.0, chat.0, user.0)) {
+            if let Some(m) = p.membership.take() {
+                return Ok(m);
+            }
+        }
         self.one(
             &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 ORDER BY seq DESC LIMIT 1"),
             p![tenant.0, chat.0, user.0],
@@ -557,6 +620,15 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>> {
+        if let Some(p) = self
+            .prefetched
+            .as_mut()
+            .filter(|p| (p.key.0, p.key.2) == (tenant.0, id.0))
+        {
+            if let Some(u) = p.user.take() {
+                return Ok(u);
+            }
+        }
         self.one(
             &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?2"),
             p![tenant.0, id.0],

@@ -253,6 +253,70 @@ fn unwritable_directory_is_a_clear_error() {
     assert!(err.to_string().contains("cannot create the data directory"), "{err}");
 }
 
+/// `lock_chat_for` (on PostgreSQL one statement bringing the user's latest
+/// membership and user row along with the locked chat) answers exactly as
+/// the separate lookups do: a member, a former member, someone never in
+/// the chat, no such user, no such chat.
+#[tokio::test]
+async fn lock_chat_for_answers_as_separate_lookups_do() {
+    let w = imessage_world().await;
+    let (t, c) = (w.tenant, w.chat);
+    let members = w.store.read(move |tx| tx.active_members(t, c)).await.unwrap();
+    let gone = members[1].user_id;
+    w.store
+        .write(move |tx| tx.close_membership(t, c, gone, 5))
+        .await
+        .unwrap();
+    let outsider = w
+        .store
+        .write(move |tx| {
+            Ok(tx
+                .insert_user(NewUser {
+                    tenant_id: t,
+                    id: None,
+                    kind: UserKind::Person,
+                    name: "outsider".into(),
+                    handle: None,
+                    active: true,
+                    app_id: None,
+                })?
+                .id)
+        })
+        .await
+        .unwrap();
+    let mut cases: Vec<(ChatId, UserId)> = members.iter().map(|m| (c, m.user_id)).collect();
+    cases.extend([
+        (c, outsider),
+        (c, UserId(999_999)),
+        (ChatId(999_999), members[0].user_id),
+    ]);
+    for (chat, user) in cases {
+        let (joint, apart) = w
+            .store
+            .write(move |tx| {
+                let joint = (
+                    tx.lock_chat_for(t, chat, user)?,
+                    tx.membership(t, chat, user)?,
+                    tx.user(t, user)?,
+                    tx.active_count(t, chat)?,
+                    // Served once: asking again reads the database.
+                    tx.membership(t, chat, user)?,
+                );
+                let apart = (
+                    tx.lock_chat(t, chat)?,
+                    tx.membership(t, chat, user)?,
+                    tx.user(t, user)?,
+                    tx.active_count(t, chat)?,
+                    tx.membership(t, chat, user)?,
+                );
+                Ok((format!("{joint:?}"), format!("{apart:?}")))
+            })
+            .await
+            .unwrap();
+        assert_eq!(joint, apart, "chat {chat:?}, user {user:?}");
+    }
+}
+
 /// SQLite: the writer does not checkpoint as it commits; a checkpointer
 /// thread copies the WAL into the database and the writer starts the WAL
 /// over once it has caught up. Under a steady stream of commits the WAL
