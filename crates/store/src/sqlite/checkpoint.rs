@@ -24,7 +24,7 @@
 
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,11 +154,9 @@ fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
 
 fn checkpointer_loop(conn: Connection, pokes: Receiver<()>, progress: Arc<Progress>) {
     loop {
-        match pokes.recv_timeout(Duration::from_secs(1)) {
-            Ok(()) => {}
-            // Idle: nothing was committed, nothing to copy.
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
+        // Idle until a commit pokes it; ends when the writer's side drops.
+        if pokes.recv().is_err() {
+            return;
         }
         let epoch = progress.epoch.load(Ordering::Acquire);
         let started = std::time::Instant::now();

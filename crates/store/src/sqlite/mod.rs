@@ -413,3 +413,27 @@ impl Store for SqliteStore {
         "sqlite"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreExt;
+
+    /// The store wires the syncer in: once an fsync of the WAL fails, the
+    /// write waiting for it, later writes, reads and the health check are
+    /// all refused ("unavailable"), not answered from memory.
+    #[tokio::test]
+    async fn a_failed_wal_sync_stops_writes_reads_and_ping() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.db")).unwrap();
+        store.write(|tx| Ok(tx.insert_tenant("a", "A")?.id)).await.unwrap();
+        assert_eq!(store.read(|tx| Ok(tx.tenants()?.len())).await, Ok(1));
+        // `durable::fail_point`: the next fsync fails, as on a failing disk.
+        std::fs::write(dir.path().join("fail-sync"), b"").unwrap();
+        let write = store.write(|tx| Ok(tx.insert_tenant("b", "B")?.id)).await;
+        assert_eq!(write.unwrap_err(), durable::stopped());
+        assert_eq!(store.write(|tx| Ok(tx.tenants()?.len())).await, Err(durable::stopped()));
+        assert_eq!(store.read(|tx| Ok(tx.tenants()?.len())).await, Err(durable::stopped()));
+        assert_eq!(store.ping().await, Err(durable::stopped()));
+    }
+}
