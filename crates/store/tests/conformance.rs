@@ -332,13 +332,13 @@ async fn sqlite_wal_starts_over_under_steady_writes() {
         .write(|tx| Ok(tx.insert_tenant("acme", "Acme")?.id))
         .await
         .unwrap();
-    let page = 4096u64;
+    let row = 3_600u64;
     let mut biggest = 0;
     let mut written = 0u64;
-    // 8 writers, 7,680 commands of a page each (a 3,600-byte row): some
-    // 7,680 pages through the WAL, more than three times the length at
-    // which it starts over.
-    for round in 0..80 {
+    // 8 writers, 9,600 commands of a 3,600-byte row each: some 35 MB
+    // through the WAL, more than four times the 8 MiB (8,000 pages of
+    // 1 KiB) at which it starts over.
+    for round in 0..100 {
         let mut tasks = Vec::new();
         for w in 0..8 {
             let store = store.clone();
@@ -366,19 +366,19 @@ async fn sqlite_wal_starts_over_under_steady_writes() {
         for task in tasks {
             task.await.unwrap();
         }
-        written += 96;
-        biggest = biggest.max(std::fs::metadata(&wal).unwrap().len() / page);
+        written += 96 * row;
+        biggest = biggest.max(std::fs::metadata(&wal).unwrap().len());
     }
-    assert!(written > 3 * 2_000, "the test writes past the restart length");
+    assert!(written > 4 * 8 * 1024 * 1024, "the test writes past the restart length");
     // The WAL file keeps its largest size; it never held everything.
     assert!(
         biggest < written / 2,
-        "the WAL grew to {biggest} pages for {written} pages written: it never started over"
+        "the WAL grew to {biggest} bytes for {written} bytes of rows written: it never started over"
     );
     drop(store);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
     let n = store.read(move |tx| Ok(tx.users(t)?.len())).await.unwrap();
-    assert_eq!(n, 80 * 8 * 12);
+    assert_eq!(n, 100 * 8 * 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

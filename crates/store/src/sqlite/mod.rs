@@ -84,6 +84,17 @@ impl Drop for Timer {
     }
 }
 
+/// Page size of a new database, bytes. A leave spread over many chats
+/// dirties a few pages all over the file (the membership row, its entry in
+/// the active-membership index, the chat's count, the per-chat event
+/// index); every dirty page is written whole, once into the WAL and again
+/// by the checkpoint. With 1 KiB pages instead of SQLite's 4 KiB those
+/// writes are a quarter of the bytes, and on this disk bytes written are
+/// what limits scattered leaves (BENCHMARKS.md, session 5: +14 % alone,
+/// +35 % with the checkpoint thresholds scaled to the same bytes). Rows
+/// are small; a long message text spills into overflow pages.
+const PAGE_SIZE: i64 = 1024;
+
 /// The writer's page cache, KiB (negative: a size, not a page count).
 const WRITER_CACHE_KIB: i64 = -16384;
 
@@ -185,6 +196,9 @@ fn now() -> i64 {
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Takes effect only on a new, empty database (before WAL mode writes
+    // its first page); an existing file keeps the page size it has.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -435,5 +449,33 @@ mod tests {
         assert_eq!(store.write(|tx| Ok(tx.tenants()?.len())).await, Err(durable::stopped()));
         assert_eq!(store.read(|tx| Ok(tx.tenants()?.len())).await, Err(durable::stopped()));
         assert_eq!(store.ping().await, Err(durable::stopped()));
+    }
+
+    /// A new database is made with 1 KiB pages; a database made before,
+    /// with SQLite's 4 KiB, keeps its pages and works as before.
+    #[tokio::test]
+    async fn a_new_database_has_small_pages_and_an_old_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let page_size = |p: &Path| -> i64 {
+            Connection::open(p)
+                .unwrap()
+                .pragma_query_value(None, "page_size", |r| r.get(0))
+                .unwrap()
+        };
+        let new = dir.path().join("new.db");
+        drop(SqliteStore::open(&new).unwrap());
+        assert_eq!(page_size(&new), PAGE_SIZE);
+
+        let old = dir.path().join("old.db");
+        let c = Connection::open(&old).unwrap();
+        c.pragma_update(None, "page_size", 4096).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        c.execute_batch("CREATE TABLE before_confab (x)").unwrap();
+        drop(c);
+        let store = SqliteStore::open(&old).unwrap();
+        store.write(|tx| Ok(tx.insert_tenant("a", "A")?.id)).await.unwrap();
+        assert_eq!(store.read(|tx| Ok(tx.tenants()?.len())).await, Ok(1));
+        drop(store);
+        assert_eq!(page_size(&old), 4096);
     }
 }
