@@ -1535,3 +1535,90 @@ impl<C: Conn> StoreTx for SqlTx<C> {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// A PostgreSQL-shaped connection that records every statement; the
+    /// joint `lock_chat_for` statement finds chat 7 with member and user 3,
+    /// every other query finds nothing.
+    struct Recorder(Rc<RefCell<Vec<String>>>);
+
+    impl Conn for Recorder {
+        fn dialect(&self) -> Dialect {
+            Dialect::Postgres
+        }
+        fn row_locks(&self) -> bool {
+            true
+        }
+        fn query(&mut self, sql: &str, _: &[Val]) -> TxResult<Vec<SqlRow>> {
+            self.0.borrow_mut().push(sql.into());
+            if !sql.contains("LEFT JOIN LATERAL") {
+                return Ok(Vec::new());
+            }
+            let t = |s: &str| Val::Text(s.into());
+            let chat = [
+                Val::Int(1),
+                Val::Int(7),
+                t("67e55044-10b1-426f-9247-bb680e5fe0c8"),
+                t("group"),
+                t("internal"),
+                t("team"),
+                Val::Int(3),
+                Val::Null,
+                Val::Null,
+                Val::Int(100),
+                Val::Int(4), // active_count
+            ];
+            let member = [Val::Int(7), Val::Int(3), t("member"), Val::Int(100), Val::Null];
+            let user = [
+                Val::Int(1),
+                Val::Int(3),
+                t("person"),
+                t("Ann"),
+                Val::Null,
+                Val::Bool(true),
+                Val::Null,
+            ];
+            Ok(vec![SqlRow(chat.into_iter().chain(member).chain(user).collect())])
+        }
+        fn exec(&mut self, sql: &str, _: &[Val]) -> TxResult<u64> {
+            self.0.borrow_mut().push(sql.into());
+            Ok(1)
+        }
+    }
+
+    /// On PostgreSQL `lock_chat_for` brings the leaver's membership, user
+    /// row and the chat's count in its one statement: the lookups that
+    /// follow cost no statement, each is served once, and a write forgets
+    /// what was fetched.
+    #[test]
+    fn lock_chat_for_saves_the_lookups_that_follow_it() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let mut tx = SqlTx::new(Recorder(seen.clone()), 0);
+        let (t, c, u) = (TenantId(1), ChatId(7), UserId(3));
+        let statements = |seen: &Rc<RefCell<Vec<String>>>| seen.borrow().len();
+
+        let chat = tx.lock_chat_for(t, c, u).unwrap().expect("the chat");
+        assert_eq!((chat.id, chat.owner_id), (c, Some(u)));
+        assert_eq!(statements(&seen), 1);
+        let m = tx.membership(t, c, u).unwrap().expect("the membership");
+        assert_eq!((m.user_id, m.role, m.left_at), (u, Role::Member, None));
+        assert_eq!(tx.user(t, u).unwrap().map(|u| u.name), Some("Ann".to_string()));
+        assert_eq!(tx.active_count(t, c).unwrap(), 4);
+        assert_eq!(statements(&seen), 1, "{:?}", seen.borrow());
+
+        // Served once: asking again reads the database.
+        assert_eq!(tx.membership(t, c, u).unwrap(), None);
+        assert_eq!(statements(&seen), 2);
+
+        // A write in between forgets the fetched rows.
+        tx.lock_chat_for(t, c, u).unwrap();
+        tx.exec("UPDATE chats SET title = 'x'", &[]).unwrap();
+        assert_eq!(tx.user(t, u).unwrap(), None);
+        assert_eq!(statements(&seen), 5);
+    }
+}
