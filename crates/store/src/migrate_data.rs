@@ -17,7 +17,7 @@ const TABLES: &[(&str, &str)] = &[
     ("users", "tenant_id, id"),
     ("lines", "tenant_id, id"),
     ("chats", "tenant_id, id"),
-    ("memberships", "seq"),
+    ("memberships", "tenant_id, chat_id, user_id, ended"),
     ("crm_links", "seq"),
     ("messages", "tenant_id, id"),
     ("events", "id"),
@@ -34,7 +34,6 @@ const TABLES: &[(&str, &str)] = &[
 /// Identity columns whose sequences must continue after the copied ids.
 const IDENTITIES: &[(&str, &str)] = &[
     ("tenants", "id"),
-    ("memberships", "seq"),
     ("crm_links", "seq"),
     ("events", "id"),
     ("credentials", "id"),

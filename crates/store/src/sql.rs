@@ -600,7 +600,7 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
         self.many(
-            &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND left_at IS NULL ORDER BY seq"),
+            &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND ended = 0 ORDER BY seq"),
             p![tenant.0, chat.0],
             member_row,
         )
@@ -670,7 +670,7 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn chat_ids_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<ChatId>> {
         self.many(
-            "SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND left_at IS NULL ORDER BY chat_id",
+            "SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND ended = 0 ORDER BY chat_id",
             p![tenant.0, user.0],
             |r| Ok(ChatId(r.get(0)?)),
         )
@@ -767,13 +767,22 @@ impl<C: Conn> Tx for SqlTx<C> {
         role: Role,
         at: Timestamp,
     ) -> TxResult<()> {
-        self.exec(
-            "INSERT INTO memberships (tenant_id, chat_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            p![tenant.0, chat.0, user.0, role.as_str(), at],
-        )?;
-        self.exec(
-            "UPDATE chats SET active_count = active_count + 1 WHERE tenant_id = ?1 AND id = ?2",
+        // The chat row counts its active members and hands out the
+        // membership's place in the chat's order (`seq`) in one update.
+        let counted = self.exec(
+            "UPDATE chats SET active_count = active_count + 1, member_seq = member_seq + 1 WHERE tenant_id = ?1 AND id = ?2",
             p![tenant.0, chat.0],
+        )?;
+        if counted != 1 {
+            return Err(CoreError::Internal(format!(
+                "a membership of chat {} that has no row",
+                chat.0
+            )));
+        }
+        self.exec(
+            "INSERT INTO memberships (tenant_id, chat_id, user_id, ended, seq, role, joined_at) \
+             SELECT ?1, ?2, ?3, 0, member_seq, ?4, ?5 FROM chats WHERE tenant_id = ?1 AND id = ?2",
+            p![tenant.0, chat.0, user.0, role.as_str(), at],
         )?;
         self.forget_count(tenant, chat);
         Ok(())
@@ -783,7 +792,7 @@ impl<C: Conn> Tx for SqlTx<C> {
         if self.c.dialect() == Dialect::Postgres {
             // One round trip for both changes.
             self.exec(
-                "WITH closed AS (UPDATE memberships SET left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL RETURNING 1) \
+                "WITH closed AS (UPDATE memberships SET ended = seq, left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0 RETURNING 1) \
                  UPDATE chats SET active_count = active_count - (SELECT count(*) FROM closed) WHERE tenant_id = ?1 AND id = ?2",
                 p![tenant.0, chat.0, user.0, at],
             )?;
@@ -791,7 +800,7 @@ impl<C: Conn> Tx for SqlTx<C> {
             return Ok(());
         }
         let closed = self.exec(
-            "UPDATE memberships SET left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
+            "UPDATE memberships SET ended = seq, left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0",
             p![tenant.0, chat.0, user.0, at],
         )?;
         if closed > 0 {
@@ -806,7 +815,7 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn set_role(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role) -> TxResult<()> {
         self.exec(
-            "UPDATE memberships SET role = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND left_at IS NULL",
+            "UPDATE memberships SET role = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0",
             p![tenant.0, chat.0, user.0, role.as_str()],
         )?;
         Ok(())
@@ -1058,7 +1067,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         self.many(
             &format!(
                 "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id IN \
-                 (SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND left_at IS NULL) ORDER BY id"
+                 (SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND ended = 0) ORDER BY id"
             ),
             p![tenant.0, user.0],
             chat_row,

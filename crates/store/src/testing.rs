@@ -120,6 +120,72 @@ pub async fn fresh_store() -> TestDb {
     }
 }
 
+/// Memberships as a database made before they were keyed by chat holds them
+/// (SQLite schema 7, PostgreSQL schema 1): `seq` is global, so the two
+/// chats' rows interleave; in chat 1 user 2 left and came back, user 3 left.
+pub const MEMBERSHIPS_BEFORE_THE_MOVE: &str = "
+    INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', 0);
+    INSERT INTO chats (tenant_id, id, uuid, kind, network, title, owner_id, created_at, active_count)
+        VALUES (1, 1, 'c1', 'group', 'internal', 'one', 1, 0, 2),
+               (1, 2, 'c2', 'group', 'internal', 'two', 1, 0, 1);
+    INSERT INTO memberships (seq, tenant_id, chat_id, user_id, role, joined_at, left_at) VALUES
+        (1, 1, 1, 1, 'owner', 10, NULL),
+        (2, 1, 2, 1, 'owner', 11, NULL),
+        (3, 1, 1, 2, 'member', 12, 13),
+        (4, 1, 1, 3, 'member', 14, 15),
+        (5, 1, 1, 2, 'member', 16, NULL);";
+
+/// After the migration that keys memberships by (tenant, chat, user,
+/// ended), a store opened on [`MEMBERSHIPS_BEFORE_THE_MOVE`] shows the same
+/// history in the same order, and memberships opened afterwards come after
+/// the copied ones; the key still refuses a second active membership.
+pub async fn assert_memberships_survived_the_move(store: Arc<dyn Store>) {
+    use crate::StoreExt;
+    use confab_core::{ChatId, CoreError, Membership, Role, TenantId, UserId};
+    let (t, one, two) = (TenantId(1), ChatId(1), ChatId(2));
+    let rows = |v: Vec<Membership>| -> Vec<(i64, Option<i64>)> { v.iter().map(|m| (m.user_id.0, m.left_at)).collect() };
+    let history = store.read(move |tx| tx.membership_history(t, one)).await.map(rows);
+    assert_eq!(history, Ok(vec![(1, None), (2, Some(13)), (3, Some(15)), (2, None)]));
+    let active = store.read(move |tx| tx.active_members(t, one)).await.map(rows);
+    assert_eq!(active, Ok(vec![(1, None), (2, None)]));
+    let latest = store.read(move |tx| tx.membership(t, one, UserId(3))).await;
+    assert_eq!(latest.map(|m| m.map(|m| m.left_at)), Ok(Some(Some(15))));
+    assert_eq!(store.read(move |tx| tx.active_count(t, one)).await, Ok(2));
+
+    let changed = store
+        .write(move |tx| {
+            tx.close_membership(t, one, UserId(2), 20)?;
+            tx.open_membership(t, one, UserId(3), Role::Member, 21)?;
+            tx.open_membership(t, one, UserId(4), Role::Member, 22)
+        })
+        .await;
+    assert_eq!(changed, Ok(()));
+    let history = store.read(move |tx| tx.membership_history(t, one)).await.map(rows);
+    let expected = vec![
+        (1, None),
+        (2, Some(13)),
+        (3, Some(15)),
+        (2, Some(20)),
+        (3, None),
+        (4, None),
+    ];
+    assert_eq!(history, Ok(expected));
+    assert_eq!(store.read(move |tx| tx.active_count(t, one)).await, Ok(3));
+    assert_eq!(
+        store.read(move |tx| tx.membership_history(t, two)).await.map(rows),
+        Ok(vec![(1, None)])
+    );
+    assert_eq!(
+        store.read(move |tx| tx.chat_ids_of_user(t, UserId(3))).await,
+        Ok(vec![one])
+    );
+    let twice = store
+        .write(move |tx| tx.open_membership(t, one, UserId(4), Role::Member, 23))
+        .await;
+    assert!(matches!(twice, Err(CoreError::Conflict(_))), "{twice:?}");
+    assert_eq!(store.read(move |tx| tx.active_count(t, one)).await, Ok(3));
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_dbname;

@@ -465,3 +465,22 @@ async fn pg_only_two_nodes_migrate_at_once() {
     a.expect("first node");
     b.expect("second node");
 }
+
+/// A PostgreSQL database at schema 1 keeps its memberships, their order
+/// and their history through migration 2 (memberships keyed by chat, user
+/// and `ended`).
+#[tokio::test]
+async fn pg_only_memberships_keep_their_order_and_history_through_migration_2() {
+    let url = confab_store::testing::create_database().await;
+    let (config, tls) = confab_store::postgres::parse_url(&url).unwrap();
+    let (client, conn) = config.connect(tls).await.unwrap();
+    tokio::spawn(conn);
+    let old = format!(
+        "{}\nCREATE TABLE confab_schema (version INTEGER NOT NULL); INSERT INTO confab_schema (version) VALUES (1);\n{}",
+        include_str!("../migrations/postgres/0001_init.sql"),
+        confab_store::testing::MEMBERSHIPS_BEFORE_THE_MOVE
+    );
+    client.batch_execute(&old).await.unwrap();
+    let store = confab_store::testing::open_pg(&url, &confab_store::PgOptions::default()).await;
+    confab_store::testing::assert_memberships_survived_the_move(store).await;
+}

@@ -27,8 +27,14 @@ pub use tls::{parse as parse_url, TlsMode};
 
 /// Versioned migrations, applied in order; `confab_schema` records the
 /// last one applied.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
-pub const SCHEMA_VERSION: i32 = 1;
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_clustered_memberships.sql"),
+    ),
+];
+pub const SCHEMA_VERSION: i32 = 2;
 /// Key of the session advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x636f_6e66_6162; // "confab"
 

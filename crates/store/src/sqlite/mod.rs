@@ -32,9 +32,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_shared_limits.sql")),
     (6, include_str!("../../migrations/sqlite/0006_member_index.sql")),
     (7, include_str!("../../migrations/sqlite/0007_active_count.sql")),
+    (
+        8,
+        include_str!("../../migrations/sqlite/0008_clustered_memberships.sql"),
+    ),
 ];
 
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -477,5 +481,29 @@ mod tests {
         assert_eq!(store.read(|tx| Ok(tx.tenants()?.len())).await, Ok(1));
         drop(store);
         assert_eq!(page_size(&old), 4096);
+    }
+
+    /// A database from before schema 8 keeps its memberships, their order
+    /// and their history when they move to the chat-clustered table.
+    #[tokio::test]
+    async fn memberships_keep_their_order_and_history_through_the_move_to_the_clustered_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v7.db");
+        let mut c = Connection::open(&path).unwrap();
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 7) {
+            let tx = c.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.pragma_update(None, "user_version", version).unwrap();
+            tx.commit().unwrap();
+        }
+        c.execute_batch(crate::testing::MEMBERSHIPS_BEFORE_THE_MOVE).unwrap();
+        drop(c);
+        let store = SqliteStore::open(&path).unwrap();
+        crate::testing::assert_memberships_survived_the_move(Arc::new(store)).await;
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 }
