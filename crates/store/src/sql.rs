@@ -296,6 +296,19 @@ fn user_row(r: &SqlRow) -> TxResult<User> {
 }
 
 const MEMBER_COLS: &str = "chat_id, user_id, role, joined_at, left_at";
+/// A user's active membership of a chat, by its full key.
+pub static MEMBERSHIP_ACTIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0"
+    )
+});
+/// A user's most recently closed membership of a chat: the last in key
+/// order (a closed row's `ended` is its `seq`), so no sort is needed.
+pub static MEMBERSHIP_LAST_CLOSED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 ORDER BY ended DESC LIMIT 1"
+    )
+});
 fn member_row(r: &SqlRow) -> TxResult<Membership> {
     let role: String = r.get(2)?;
     Ok(Membership {
@@ -615,19 +628,11 @@ impl<C: Conn> Tx for SqlTx<C> {
         // The active row if there is one (the usual case: a leave, a
         // removal), else the most recently closed; each a walk of the key
         // in its own order, so SQLite needs no temporary b-tree to sort.
-        let active = self.one(
-            &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0"),
-            p![tenant.0, chat.0, user.0],
-            member_row,
-        )?;
+        let active = self.one(&MEMBERSHIP_ACTIVE, p![tenant.0, chat.0, user.0], member_row)?;
         if active.is_some() {
             return Ok(active);
         }
-        self.one(
-            &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 ORDER BY ended DESC LIMIT 1"),
-            p![tenant.0, chat.0, user.0],
-            member_row,
-        )
+        self.one(&MEMBERSHIP_LAST_CLOSED, p![tenant.0, chat.0, user.0], member_row)
     }
 
     fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>> {
