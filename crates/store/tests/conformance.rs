@@ -171,6 +171,30 @@ async fn failed_command_leaves_nothing_behind() {
     assert_eq!(active_count(&w).await, 4);
 }
 
+/// A membership needs its chat's row (the row counts members and hands out
+/// their order): opening one in a chat that does not exist is refused as a
+/// bug, and nothing is written.
+#[tokio::test]
+async fn a_membership_of_a_missing_chat_is_refused_and_writes_nothing() {
+    let w = imessage_world().await;
+    let (t, c) = (w.tenant, w.chat);
+    let missing = ChatId(c.0 + 1000);
+    let res = w
+        .store
+        .write(move |tx| tx.open_membership(t, missing, UserId(1), Role::Member, 0))
+        .await;
+    assert_eq!(
+        res,
+        Err(CoreError::Internal(format!(
+            "a membership of chat {} that has no row",
+            missing.0
+        )))
+    );
+    let history = w.store.read(move |tx| tx.membership_history(t, missing)).await;
+    assert_eq!(history, Ok(vec![]));
+    assert_eq!(active_count(&w).await, 4);
+}
+
 #[tokio::test]
 async fn leave_keeps_history_and_records_event() {
     let w = imessage_world().await;
