@@ -302,6 +302,15 @@ pub static MEMBERSHIP_ACTIVE: std::sync::LazyLock<String> = std::sync::LazyLock:
         "SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0"
     )
 });
+/// A user's latest membership of a chat, active or not, in one statement:
+/// the active row has the highest `seq` of the user's rows in the chat.
+/// PostgreSQL sorts those few rows in memory; SQLite would open a temporary
+/// b-tree for it, so SQLite uses the two statements around it instead.
+pub static MEMBERSHIP_LATEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 ORDER BY seq DESC LIMIT 1"
+    )
+});
 /// A user's most recently closed membership of a chat: the last in key
 /// order (a closed row's `ended` is its `seq`), so no sort is needed.
 pub static MEMBERSHIP_LAST_CLOSED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -555,9 +564,9 @@ impl<C: Conn> Tx for SqlTx<C> {
             format!(
                 "SELECT c.*, m.*, u.* FROM \
                  (SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE) c \
-                 LEFT JOIN LATERAL (SELECT {MEMBER_COLS} FROM memberships \
-                   WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 ORDER BY seq DESC LIMIT 1) m ON true \
-                 LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true"
+                 LEFT JOIN LATERAL ({latest}) m ON true \
+                 LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true",
+                latest = *MEMBERSHIP_LATEST
             )
         });
         let (chat_n, member_n) = (CHAT_COLS.split(',').count() + 1, MEMBER_COLS.split(',').count());
@@ -624,6 +633,10 @@ impl<C: Conn> Tx for SqlTx<C> {
             if let Some(m) = p.membership.take() {
                 return Ok(m);
             }
+        }
+        if self.c.dialect() == Dialect::Postgres {
+            // One round trip, whether or not the user is active.
+            return self.one(&MEMBERSHIP_LATEST, p![tenant.0, chat.0, user.0], member_row);
         }
         // The active row if there is one (the usual case: a leave, a
         // removal), else the most recently closed; each a walk of the key
@@ -785,20 +798,24 @@ impl<C: Conn> Tx for SqlTx<C> {
     ) -> TxResult<()> {
         // The chat row counts its active members and hands out the
         // membership's place in the chat's order (`seq`) in one update.
-        let counted = self.exec(
-            "UPDATE chats SET active_count = active_count + 1, member_seq = member_seq + 1 WHERE tenant_id = ?1 AND id = ?2",
+        // A write: what `lock_chat_for` fetched is forgotten, as in `exec`.
+        self.prefetched = None;
+        let seq: Option<i64> = self.one(
+            "UPDATE chats SET active_count = active_count + 1, member_seq = member_seq + 1 \
+             WHERE tenant_id = ?1 AND id = ?2 RETURNING member_seq",
             p![tenant.0, chat.0],
+            |r| r.get(0),
         )?;
-        if counted != 1 {
+        let Some(seq) = seq else {
             return Err(CoreError::Internal(format!(
                 "a membership of chat {} that has no row",
                 chat.0
             )));
-        }
+        };
         self.exec(
             "INSERT INTO memberships (tenant_id, chat_id, user_id, ended, seq, role, joined_at) \
-             SELECT ?1, ?2, ?3, 0, member_seq, ?4, ?5 FROM chats WHERE tenant_id = ?1 AND id = ?2",
-            p![tenant.0, chat.0, user.0, role.as_str(), at],
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
+            p![tenant.0, chat.0, user.0, seq, role.as_str(), at],
         )?;
         self.forget_count(tenant, chat);
         Ok(())
@@ -1636,15 +1653,14 @@ mod tests {
         assert_eq!(tx.active_count(t, c).unwrap(), 4);
         assert_eq!(statements(&seen), 1, "{:?}", seen.borrow());
 
-        // Served once: asking again reads the database (the active row,
-        // then the latest closed one: the recorder has neither).
+        // Served once: asking again reads the database, in one statement.
         assert_eq!(tx.membership(t, c, u).unwrap(), None);
-        assert_eq!(statements(&seen), 3);
+        assert_eq!(statements(&seen), 2);
 
         // A write in between forgets the fetched rows.
         tx.lock_chat_for(t, c, u).unwrap();
         tx.exec("UPDATE chats SET title = 'x'", &[]).unwrap();
         assert_eq!(tx.user(t, u).unwrap(), None);
-        assert_eq!(statements(&seen), 6);
+        assert_eq!(statements(&seen), 5);
     }
 }
