@@ -140,6 +140,15 @@ pub trait Conn {
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>>;
     /// Rows changed.
     fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64>;
+    /// Runs a statement whose answer the caller does not need. A store may
+    /// hold it back and send it with its next statement, or with `COMMIT`,
+    /// in one round trip (PostgreSQL); a failure then surfaces there, fails
+    /// the job and rolls the whole transaction back, so only statements
+    /// whose failure is never an expected outcome are deferred. SQLite runs
+    /// it at once.
+    fn exec_deferred(&mut self, sql: &str, params: &[Val]) -> TxResult<()> {
+        self.exec(sql, params).map(|_| ())
+    }
     /// Runs an `INSERT` (without `RETURNING`) into a table keyed by `id`
     /// and gives the new row's id.
     fn insert(&mut self, sql: &str, params: &[Val]) -> TxResult<i64> {
@@ -211,6 +220,13 @@ impl<C: Conn> SqlTx<C> {
         no_nul(p)?;
         self.prefetched = None;
         self.c.exec(sql, p)
+    }
+
+    /// A write whose answer is not needed (see [`Conn::exec_deferred`]).
+    fn exec_deferred(&mut self, sql: &str, p: &[Val]) -> TxResult<()> {
+        no_nul(p)?;
+        self.prefetched = None;
+        self.c.exec_deferred(sql, p)
     }
 
     /// An `INSERT` into a table with an `id` key: the new row's id.
@@ -394,6 +410,9 @@ fn cred_row(r: &SqlRow) -> TxResult<Credential> {
     })
 }
 
+/// The phone number of chat `?2`'s line in tenant `?1` (no row: no line).
+const LINE_OF_CHAT: &str =
+    "SELECT l.phone_number FROM chats c JOIN lines l ON l.tenant_id = c.tenant_id AND l.id = c.line_id WHERE c.tenant_id = ?1 AND c.id = ?2";
 const EVENT_INSERT: &str = "INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const SUB_COLS: &str =
     "id, tenant_id, face, target_url, events, kinds, lines, subject_id, secret, extra, active, created_at, updated_at";
@@ -483,28 +502,27 @@ impl<C: Conn> SqlTx<C> {
             p![e.tenant_id.0],
             sub_row,
         )?;
-        self.enqueue_for(event, subs)
+        self.enqueue_for(event, subs, None)
     }
 
-    /// Outbox rows for the subscriptions among `subs` that hear `event`.
-    fn enqueue_for(&mut self, event: &Event, subs: Vec<Subscription>) -> TxResult<()> {
+    /// Outbox rows for the subscriptions among `subs` that hear `event`;
+    /// `line` is the chat's line number when the caller knows it already.
+    fn enqueue_for(&mut self, event: &Event, subs: Vec<Subscription>, line: Option<Option<String>>) -> TxResult<()> {
         let e = &event.event;
         if subs.is_empty() {
             return Ok(());
         }
-        let line_number: Option<String> = self
-            .one(
-                "SELECT l.phone_number FROM chats c JOIN lines l ON l.tenant_id = c.tenant_id AND l.id = c.line_id WHERE c.tenant_id = ?1 AND c.id = ?2",
-                p![e.tenant_id.0, e.chat_id.0],
-                |r| r.get(0),
-            )?;
+        let line_number: Option<String> = match line {
+            Some(known) => known,
+            None => self.one(LINE_OF_CHAT, p![e.tenant_id.0, e.chat_id.0], |r| r.get(0))?,
+        };
         let now_ms = self.now * 1000;
         for sub in subs {
             let kind_ok = sub.kinds.is_empty() || sub.kinds.contains(&e.kind);
             let line_ok = sub.lines.is_empty() || line_number.as_ref().is_some_and(|n| sub.lines.contains(n));
             let subject_ok = sub.subject_id.is_none() || sub.subject_id == e.subject_id;
             if kind_ok && line_ok && subject_ok {
-                self.exec(
+                self.exec_deferred(
                     "INSERT INTO outbox (tenant_id, subscription_id, event_id, next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                     p![e.tenant_id.0, sub.id, event.id.0, now_ms, self.now],
                 )?;
@@ -823,8 +841,9 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()> {
         if self.c.dialect() == Dialect::Postgres {
-            // One round trip for both changes.
-            self.exec(
+            // One statement for both changes, sent with the next one
+            // (the event's insert): no round trip of its own.
+            self.exec_deferred(
                 "WITH closed AS (UPDATE memberships SET ended = seq, left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0 RETURNING 1) \
                  UPDATE chats SET active_count = active_count - (SELECT count(*) FROM closed) WHERE tenant_id = ?1 AND id = ?2",
                 p![tenant.0, chat.0, user.0, at],
@@ -919,13 +938,16 @@ impl<C: Conn> Tx for SqlTx<C> {
         ];
         if self.c.dialect() == Dialect::Postgres {
             // One round trip: the insert, and the tenant's subscriptions
-            // joined to its id (NULL columns when there is none).
+            // joined to its id (NULL columns when there is none), with the
+            // chat's line number that their filters need (looked up only
+            // when there is a subscription).
             static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                 let cols: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
+                // The event's tenant and chat are ?2 and ?3 here.
+                let line = LINE_OF_CHAT.replace("?2", "?3").replace("?1", "?2");
                 format!(
-                    "WITH ev AS ({} RETURNING id) SELECT ev.id, {} FROM ev \
-                     LEFT JOIN subscriptions s ON s.tenant_id = ?2 AND s.active = TRUE",
-                    EVENT_INSERT,
+                    "WITH ev AS ({EVENT_INSERT} RETURNING id) SELECT ev.id, CASE WHEN s.id IS NOT NULL THEN ({line}) END, {} \
+                     FROM ev LEFT JOIN subscriptions s ON s.tenant_id = ?2 AND s.active = TRUE",
                     cols.join(", ")
                 )
             });
@@ -937,15 +959,19 @@ impl<C: Conn> Tx for SqlTx<C> {
                 .get(0)?;
             let subs = rows
                 .iter()
-                .filter(|r| !matches!(r.0.get(1), None | Some(Val::Null)))
-                .map(|r| sub_row(&SqlRow(r.0[1..].to_vec())))
+                .filter(|r| !matches!(r.0.get(2), None | Some(Val::Null)))
+                .map(|r| sub_row(&SqlRow(r.0[2..].to_vec())))
                 .collect::<TxResult<Vec<_>>>()?;
+            let line = match rows.first() {
+                Some(r) if !subs.is_empty() => r.get::<Option<String>>(1)?,
+                _ => None,
+            };
             let event = Event {
                 id: EventId(id),
                 uuid,
                 event: e,
             };
-            self.enqueue_for(&event, subs)?;
+            self.enqueue_for(&event, subs, Some(line))?;
             return Ok(event);
         }
         let id = self.insert_id(EVENT_INSERT, params)?;

@@ -81,6 +81,9 @@ pub static CHECKPOINT_BACKGROUND: Histogram<12> = Histogram::new(SECONDS);
 pub static CHECKPOINT_WRITER: Histogram<12> = Histogram::new(SECONDS);
 /// Commands carried by one SQLite group commit.
 pub static GROUP_COMMIT: Histogram<9> = Histogram::new(COMMANDS);
+/// PostgreSQL: round trips of one write transaction (flights of
+/// statements sent together, `BEGIN` and `COMMIT` included).
+pub static PG_ROUND_TRIPS: Histogram<9> = Histogram::new(COMMANDS);
 /// Webhook attempts, seconds from request to answer, by outcome.
 pub static WEBHOOK_DELIVERED: Histogram<12> = Histogram::new(SECONDS);
 pub static WEBHOOK_RETRY: Histogram<12> = Histogram::new(SECONDS);
@@ -118,6 +121,13 @@ pub fn render(out: &mut String) {
     );
     CHECKPOINT_BACKGROUND.render(out, ckpt, "by=\"checkpointer\"");
     CHECKPOINT_WRITER.render(out, ckpt, "by=\"writer\"");
+    let trips = "confab_store_pg_round_trips";
+    head(
+        out,
+        trips,
+        "PostgreSQL: round trips per write transaction (statements sent together count once).",
+    );
+    PG_ROUND_TRIPS.render(out, trips, "");
     let hook = "confab_webhook_attempt_seconds";
     head(out, hook, "Webhook delivery attempts by outcome, request to answer.");
     WEBHOOK_DELIVERED.render(out, hook, "outcome=\"delivered\"");

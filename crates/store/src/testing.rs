@@ -120,6 +120,42 @@ pub async fn fresh_store() -> TestDb {
     }
 }
 
+/// An active person `u{id}` of `tenant`, with that id.
+pub fn person(tenant: confab_core::TenantId, id: i64) -> confab_core::tx::NewUser {
+    confab_core::tx::NewUser {
+        tenant_id: tenant,
+        id: Some(confab_core::UserId(id)),
+        kind: confab_core::UserKind::Person,
+        name: format!("u{id}"),
+        handle: None,
+        active: true,
+        app_id: None,
+    }
+}
+
+/// A new group of `network`, made by `creator` with `members`, its id and
+/// uuid chosen by the store; an iMessage group gets a chat key.
+pub fn group(
+    tenant: confab_core::TenantId,
+    network: confab_core::Network,
+    creator: confab_core::commands::Creator,
+    members: Vec<confab_core::commands::MemberRef>,
+) -> confab_core::commands::CreateChat {
+    confab_core::commands::CreateChat {
+        tenant,
+        id: None,
+        uuid: None,
+        kind: confab_core::ChatKind::Group,
+        network,
+        title: "g".into(),
+        creator: Some(creator),
+        members,
+        chat_key: (network == confab_core::Network::Imessage).then(|| "k".into()),
+        crm: None,
+        trace_id: None,
+    }
+}
+
 /// Memberships as a database made before they were keyed by chat holds them
 /// (SQLite schema 7, PostgreSQL schema 1): `seq` is global, so the two
 /// chats' rows interleave; in chat 1 user 2 left and came back, user 3 left.

@@ -7,7 +7,7 @@ use confab_core::commands::{self, *};
 use confab_core::policy::RemovePolicy;
 use confab_core::tx::NewUser;
 use confab_core::*;
-use confab_store::{SqliteStore, Store, StoreExt};
+use confab_store::{testing, SqliteStore, Store, StoreExt};
 use std::sync::Arc;
 
 struct World {
@@ -34,25 +34,12 @@ async fn imessage_world() -> World {
                 app_id: None,
             })?;
             tx.insert_line(t.id, "+15550000000", lu.id)?;
-            let (chat, _) = commands::create_chat(
-                tx.as_tx(),
-                &CreateChat {
-                    tenant: t.id,
-                    id: None,
-                    uuid: None,
-                    kind: ChatKind::Group,
-                    network: Network::Imessage,
-                    title: "g".into(),
-                    creator: Some(Creator::Line("+15550000000".into())),
-                    members: ["+15550000001", "+15550000002", "+15550000003"]
-                        .iter()
-                        .map(|h| MemberRef::Handle(h.to_string()))
-                        .collect(),
-                    chat_key: Some("k".into()),
-                    crm: None,
-                    trace_id: None,
-                },
-            )?;
+            let members = ["+15550000001", "+15550000002", "+15550000003"]
+                .iter()
+                .map(|h| MemberRef::Handle(h.to_string()))
+                .collect();
+            let chat = testing::group(t.id, Network::Imessage, Creator::Line("+15550000000".into()), members);
+            let (chat, _) = commands::create_chat(tx.as_tx(), &chat)?;
             Ok((t.id, chat.id))
         })
         .await
@@ -507,4 +494,80 @@ async fn pg_only_memberships_keep_their_order_and_history_through_migration_2() 
     client.batch_execute(&old).await.unwrap();
     let store = confab_store::testing::open_pg(&url, &confab_store::PgOptions::default()).await;
     confab_store::testing::assert_memberships_survived_the_move(store).await;
+}
+
+/// On PostgreSQL a user's leave is three round trips: `BEGIN` with the
+/// chat's lock and the leaver's rows; the closed membership with the
+/// event's insert (and the tenant's subscriptions); `COMMIT`. With a
+/// webhook subscription the outbox row goes out with `COMMIT`, so it costs
+/// no round trip either, and the row is there afterwards.
+#[tokio::test]
+async fn pg_only_a_leave_is_three_round_trips_with_or_without_a_webhook() {
+    let store = confab_store::testing::open_pg(
+        &confab_store::testing::create_database().await,
+        &confab_store::PgOptions::default(),
+    )
+    .await;
+    let (t, c) = store
+        .write(|tx| {
+            let t = tx.insert_tenant("acme", "Acme")?;
+            for i in 1..=6 {
+                tx.insert_user(testing::person(t.id, i))?;
+            }
+            let members = (2..=6).map(|i| MemberRef::Id(UserId(i))).collect();
+            let chat = testing::group(t.id, Network::Internal, Creator::User(UserId(1)), members);
+            let (chat, _) = commands::create_chat(tx.as_tx(), &chat)?;
+            Ok((t.id, chat.id))
+        })
+        .await
+        .unwrap();
+    let leave = |user: i64| {
+        let store = store.clone();
+        async move {
+            let before = store.round_trips();
+            store
+                .write(move |tx| {
+                    let cmd = Leave {
+                        tenant: t,
+                        chat: c,
+                        leaver: Leaver::User(UserId(user)),
+                        trace_id: None,
+                    };
+                    commands::leave(tx.as_tx(), &cmd).map(|_| ())
+                })
+                .await
+                .unwrap();
+            store.round_trips() - before
+        }
+    };
+    leave(2).await; // prepares the statements on the connection
+    assert_eq!(leave(3).await, 3);
+
+    store
+        .write(move |tx| {
+            tx.insert_subscription(&Subscription {
+                id: "sub-1".into(),
+                tenant_id: t,
+                face: "chert".into(),
+                target_url: "http://127.0.0.1:9/hook".into(),
+                events: vec![],
+                kinds: vec![],
+                lines: vec![],
+                subject_id: None,
+                secret: "s".into(),
+                extra: String::new(),
+                active: true,
+                created_at: 0,
+                updated_at: 0,
+            })
+        })
+        .await
+        .unwrap();
+    leave(4).await;
+    assert_eq!(leave(5).await, 3);
+    let queued = store
+        .read(move |tx| Ok(tx.deliveries(Some(t), None, 100)?.len()))
+        .await
+        .unwrap();
+    assert_eq!(queued, 2, "one outbox row per leave since the subscription");
 }

@@ -62,15 +62,7 @@ async fn world() -> World {
             })?;
             tx.insert_line(t.id, "+14155550000", lu.id)?;
             for u in 1..6 {
-                tx.insert_user(NewUser {
-                    tenant_id: t.id,
-                    id: Some(UserId(u)),
-                    kind: UserKind::Person,
-                    name: format!("u{u}"),
-                    handle: None,
-                    active: true,
-                    app_id: None,
-                })?;
+                tx.insert_user(confab_store::testing::person(t.id, u))?;
             }
             let (im, _) = commands::create_chat(
                 tx.as_tx(),

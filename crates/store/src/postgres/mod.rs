@@ -19,6 +19,8 @@ use async_trait::async_trait;
 use confab_core::tx::TxResult;
 use confab_core::CoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tokio_postgres::types::{IsNull, ToSql, Type};
@@ -78,6 +80,9 @@ pub enum PgOpenError {
 pub struct PgStore {
     pool: Pool,
     target: String,
+    /// Round trips of this store's transactions so far (see
+    /// [`PgStore::round_trips`]).
+    round_trips: Arc<AtomicU64>,
 }
 
 impl PgStore {
@@ -104,9 +109,20 @@ impl PgStore {
             .create_timeout(Some(opts.connect_timeout))
             .build()
             .map_err(|e| PgOpenError::Url(e.to_string()))?;
-        let store = PgStore { pool, target };
+        let store = PgStore {
+            pool,
+            target,
+            round_trips: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Round trips that jobs' transactions have made so far: one per
+    /// flight of statements sent together (a statement's first preparation
+    /// on a connection is not counted).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
     }
 
     /// host:port/db, without credentials: what logs and errors may show.
@@ -231,7 +247,9 @@ fn join_err(e: tokio::task::JoinError) -> CoreError {
 
 /// [`Conn`] over one PostgreSQL transaction, begun lazily: `BEGIN` is
 /// pipelined with the job's first statement (one round trip for both), and
-/// a job that runs no statement opens no transaction.
+/// a job that runs no statement opens no transaction. Statements whose
+/// answer is not needed (`exec_deferred`) wait and go out in the same
+/// flight as the next statement or `COMMIT`.
 pub struct PgConn<'a> {
     client: &'a deadpool_postgres::ClientWrapper,
     h: &'a Handle,
@@ -240,11 +258,19 @@ pub struct PgConn<'a> {
     begin: Option<&'static str>,
     /// Whether `BEGIN` may have been sent (set before trying).
     maybe_open: bool,
+    /// Deferred statements (placeholders rewritten), in order, not yet sent.
+    deferred: Vec<(String, Vec<Val>)>,
+    /// Round trips made (one per flight of requests).
+    round_trips: u64,
 }
 
 impl PgConn<'_> {
     /// Runs `op` with the prepared `sql`, preceded in the same flight by
-    /// `BEGIN` if the transaction has not begun.
+    /// `BEGIN` if the transaction has not begun and by the deferred
+    /// statements: every request is written before any answer is read, and
+    /// PostgreSQL runs them in order. The first failure among them is the
+    /// answer (after a failed statement the rest only report the aborted
+    /// transaction).
     fn run<T>(
         &mut self,
         sql: &str,
@@ -252,43 +278,69 @@ impl PgConn<'_> {
     ) -> TxResult<T> {
         let client = self.client;
         let begin = self.begin;
+        let deferred = std::mem::take(&mut self.deferred);
         // From here on a transaction may be open, whatever happens next (a
         // panic inside `block_on` included): the end of the job rolls back.
         self.maybe_open |= begin.is_some();
-        // Set once BEGIN has gone out: a statement that fails to prepare
-        // sends nothing, and the next one must still begin the transaction.
-        let mut began = false;
-        let sent = &mut began;
+        // Set once the flight has gone out: a statement that fails to
+        // prepare sends nothing, and BEGIN and the deferred statements must
+        // still go out with the next one.
+        let mut sent = false;
+        let flown = &mut sent;
+        let waiting = &deferred;
         let out = self.h.block_on(async move {
             let st = client.prepare_cached(&dollar_placeholders(sql)).await?;
-            match begin {
-                // Both requests are written before either answer is read;
-                // PostgreSQL runs them in order.
-                Some(b) => {
-                    *sent = true;
-                    let (began, out) = tokio::join!(client.batch_execute(b), op(client, &st));
-                    began?;
-                    out
-                }
-                None => op(client, &st).await,
+            let mut earlier = Vec::with_capacity(waiting.len());
+            for (sql, params) in waiting {
+                earlier.push((client.prepare_cached(sql).await?, params));
             }
+            *flown = true;
+            if begin.is_none() && earlier.is_empty() {
+                return op(client, &st).await;
+            }
+            let begin = async {
+                match begin {
+                    Some(b) => client.batch_execute(b).await,
+                    None => Ok(()),
+                }
+            };
+            let earlier = futures_util::future::join_all(
+                earlier
+                    .iter()
+                    .map(|(st, params)| async move { client.execute(st, &refs(params)).await }),
+            );
+            // Polled in this order the first time, so written in this order.
+            let (began, earlier, out) = tokio::join!(begin, earlier, op(client, &st));
+            began?;
+            for e in earlier {
+                e?;
+            }
+            out
         });
-        if began {
+        if sent {
             self.begin = None;
+            self.round_trips += 1;
+        } else {
+            self.deferred = deferred;
         }
         out.map_err(pg_err)
     }
 
-    /// Ends the transaction: `COMMIT` if it began; `ROLLBACK` if it may
-    /// have (outside a transaction PostgreSQL only warns), so that no
-    /// connection goes back to the pool inside one.
+    /// Ends the transaction: `COMMIT` (with any deferred statements) if it
+    /// began or has statements waiting; `ROLLBACK` if it may have begun
+    /// (outside a transaction PostgreSQL only warns), so that no connection
+    /// goes back to the pool inside one. A deferred statement that fails
+    /// fails the commit: PostgreSQL then answers `COMMIT` with a rollback.
     fn finish(&mut self, commit: bool) -> Result<(), CoreError> {
-        let sql = match (commit, self.begin.is_none(), self.maybe_open) {
-            (true, true, _) => "COMMIT",
-            (false, true, _) | (false, false, true) => "ROLLBACK",
-            _ => return Ok(()),
-        };
-        self.h.block_on(self.client.batch_execute(sql)).map_err(pg_err)
+        if commit && (self.begin.is_none() || !self.deferred.is_empty()) {
+            return self.run("COMMIT", async |c, st| c.execute(st, &[]).await).map(|_| ());
+        }
+        self.deferred.clear();
+        if self.begin.is_none() || self.maybe_open {
+            self.round_trips += 1;
+            return self.h.block_on(self.client.batch_execute("ROLLBACK")).map_err(pg_err);
+        }
+        Ok(())
     }
 }
 
@@ -368,6 +420,11 @@ impl Conn for PgConn<'_> {
     fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64> {
         self.run(sql, async |c, st| c.execute(st, &refs(params)).await)
     }
+
+    fn exec_deferred(&mut self, sql: &str, params: &[Val]) -> TxResult<()> {
+        self.deferred.push((dollar_placeholders(sql), params.to_vec()));
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -375,6 +432,7 @@ impl Store for PgStore {
     async fn run(&self, mode: Mode, job: Job) -> Result<AnyBox, CoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let h = Handle::current();
+        let round_trips = self.round_trips.clone();
         let started = std::time::Instant::now();
         let out = tokio::task::spawn_blocking(move || {
             let read = mode == Mode::Read;
@@ -391,6 +449,8 @@ impl Store for PgStore {
                 read_only: read,
                 begin: Some(begin),
                 maybe_open: false,
+                deferred: Vec::new(),
+                round_trips: 0,
             };
             let (out, conn) = {
                 let mut tx = SqlTx::new(conn, now());
@@ -399,11 +459,8 @@ impl Store for PgStore {
                 (out, tx.into_conn())
             };
             let mut conn = conn;
-            match out {
-                Ok(v) if !read => {
-                    conn.finish(true)?;
-                    Ok(v)
-                }
+            let out = match out {
+                Ok(v) if !read => conn.finish(true).map(|()| v),
                 other => {
                     // A connection is never returned to the pool inside a
                     // transaction: if this fails, the connection is broken
@@ -411,7 +468,12 @@ impl Store for PgStore {
                     let _ = conn.finish(false);
                     other
                 }
+            };
+            round_trips.fetch_add(conn.round_trips, Ordering::Relaxed);
+            if !read {
+                crate::stats::PG_ROUND_TRIPS.observe(conn.round_trips as f64);
             }
+            out
         })
         .await
         .map_err(join_err)?;
@@ -431,5 +493,112 @@ impl Store for PgStore {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{create_database, open_pg};
+
+    /// Runs `f` with a [`PgConn`] of a fresh database's store, on a
+    /// blocking thread (the connection drives its futures with `block_on`).
+    async fn with_conn<T: Send + 'static>(f: impl FnOnce(&mut PgConn<'_>) -> T + Send + 'static) -> (T, Arc<PgStore>) {
+        let store = open_pg(&create_database().await, &PgOptions::default()).await;
+        let client = store.pool.get().await.expect("a connection");
+        let h = Handle::current();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut conn = PgConn {
+                client: &client,
+                h: &h,
+                read_only: false,
+                begin: Some("START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE"),
+                maybe_open: false,
+                deferred: Vec::new(),
+                round_trips: 0,
+            };
+            f(&mut conn)
+        })
+        .await
+        .expect("the test's job");
+        (out, store)
+    }
+
+    const INSERT: &str = "INSERT INTO tenants (id, slug, name, created_at) VALUES (?1, ?2, 'T', 0)";
+
+    fn tenant(id: i64, slug: &str) -> Vec<Val> {
+        vec![Val::Int(id), Val::Text(slug.into())]
+    }
+
+    async fn slugs(store: &PgStore) -> Vec<String> {
+        let client = store.pool.get().await.expect("a connection");
+        let rows = client
+            .query("SELECT slug FROM tenants ORDER BY id", &[])
+            .await
+            .expect("tenants");
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// Deferred statements go out, in order, in the same round trip as
+    /// `BEGIN` and the next statement, and the last ones with `COMMIT`.
+    #[tokio::test]
+    async fn pg_only_deferred_statements_go_out_in_order_with_the_next_one() {
+        let (out, store) = with_conn(|c| {
+            c.exec_deferred(INSERT, &tenant(1, "a"))?;
+            c.exec_deferred("UPDATE tenants SET slug = 'b' WHERE id = ?1", &[Val::Int(1)])?;
+            assert_eq!(c.round_trips, 0, "nothing is sent yet");
+            let seen = c.query("SELECT slug FROM tenants WHERE id = ?1", &[Val::Int(1)])?;
+            assert_eq!(seen.first().map(|r| r.get::<String>(0)), Some(Ok("b".to_string())));
+            assert_eq!(c.round_trips, 1, "BEGIN, both deferred statements and the query");
+            c.exec_deferred(INSERT, &tenant(2, "c"))?;
+            c.finish(true)?;
+            Ok::<_, CoreError>(c.round_trips)
+        })
+        .await;
+        assert_eq!(out, Ok(2), "the last deferred statement went with COMMIT");
+        assert_eq!(slugs(&store).await, ["b", "c"]);
+    }
+
+    /// A deferred statement that fails is the answer of the statement sent
+    /// with it (not PostgreSQL's "transaction is aborted"), and the job's
+    /// rollback leaves nothing behind.
+    #[tokio::test]
+    async fn pg_only_a_failed_deferred_statement_fails_the_next_one_and_writes_nothing() {
+        let (out, store) = with_conn(|c| {
+            c.exec(INSERT, &tenant(1, "a"))?;
+            c.exec_deferred(INSERT, &tenant(2, "a"))?;
+            let next = c.query("SELECT 1", &[]);
+            c.finish(false)?;
+            Ok::<_, CoreError>(next.map(|rows| rows.len()))
+        })
+        .await;
+        assert_eq!(out, Ok(Err(CoreError::Conflict("tenants_slug_key".into()))));
+        assert_eq!(slugs(&store).await, Vec::<String>::new());
+    }
+
+    /// A deferred statement that fails at `COMMIT` fails the commit, which
+    /// PostgreSQL turns into a rollback; the connection is left outside any
+    /// transaction, ready for the next job.
+    #[tokio::test]
+    async fn pg_only_a_deferred_statement_failing_at_commit_fails_the_commit() {
+        let (out, store) = with_conn(|c| {
+            c.exec(INSERT, &tenant(1, "a"))?;
+            c.exec_deferred(INSERT, &tenant(1, "b"))?;
+            let committed = c.finish(true);
+            // Outside a transaction this insert commits on its own; the
+            // other connection below sees it.
+            let after = c.h.block_on(c.client.execute(
+                "INSERT INTO tenants (id, slug, name, created_at) VALUES (3, 'z', 'T', 0)",
+                &[],
+            ));
+            Ok::<_, CoreError>((committed, after.ok()))
+        })
+        .await;
+        assert_eq!(out, Ok((Err(CoreError::Conflict("tenants_pkey".into())), Some(1))));
+        assert_eq!(
+            slugs(&store).await,
+            ["z"],
+            "only the insert made after the failed commit"
+        );
     }
 }
