@@ -21,9 +21,15 @@ use std::sync::Arc;
 /// says which curl examples will answer 404).
 pub const FACES: &[(&str, bool)] = &[("bitrix", true), ("vibecode", true), ("chert", true), ("linq", true)];
 
-/// What every face handler can reach.
+/// What every face handler can reach: the [`Shared`] state behind one
+/// reference count, so the router's clone of it for each request is one
+/// atomic increment rather than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The state itself; build it (or adjust [`Shared::new`]'s defaults) and
+/// turn it into an [`AppState`] with `into()`.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Hex SHA-256 of the admin bearer token.
     pub admin_token_hash: Arc<String>,
@@ -39,10 +45,10 @@ pub struct AppState {
     pub credentials: Arc<credentials::CredentialCache>,
 }
 
-impl AppState {
+impl Shared {
     /// State with the default limits (Bitrix's 2 req/s, burst 50).
     pub fn new(store: Arc<dyn Store>, admin_token_hash: String) -> Self {
-        AppState {
+        Shared {
             admin_token_hash: Arc::new(admin_token_hash),
             portal_limiter: Arc::new(limits::PortalLimiter::for_store(
                 Some(limits::BucketConfig::BITRIX_DEFAULT),
@@ -60,6 +66,33 @@ impl AppState {
             credentials: Arc::default(),
             store,
         }
+    }
+}
+
+impl AppState {
+    /// State with the default limits (see [`Shared::new`]).
+    pub fn new(store: Arc<dyn Store>, admin_token_hash: String) -> Self {
+        Shared::new(store, admin_token_hash).into()
+    }
+
+    /// The state to change, while nothing else holds it yet (before the
+    /// router and the worker have their clones).
+    pub fn shared_mut(&mut self) -> Option<&mut Shared> {
+        Arc::get_mut(&mut self.0)
+    }
+}
+
+impl From<Shared> for AppState {
+    fn from(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

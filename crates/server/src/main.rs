@@ -424,10 +424,14 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
                     .map_err(|_| anyhow::anyhow!("--linq-rate-limit must be a number per minute or \"off\""))?,
             )
         };
-        prepared.state.pair_limiter = std::sync::Arc::new(confab_faces::limits::WindowLimiter::for_store(
+        let state = prepared
+            .state
+            .shared_mut()
+            .ok_or_else(|| anyhow::anyhow!("the server state is already shared"))?;
+        state.pair_limiter = std::sync::Arc::new(confab_faces::limits::WindowLimiter::for_store(
             max,
             std::time::Duration::from_secs(60),
-            &prepared.state.store,
+            &state.store,
         ));
     }
     let (stop_worker, stop) = tokio::sync::watch::channel(false);

@@ -7,7 +7,7 @@ use confab_core::CoreError;
 use confab_faces::bitrix::operating::OperatingLimiter;
 use confab_faces::common::{hash_secret, random_token};
 use confab_faces::limits::PortalLimiter;
-use confab_faces::AppState;
+use confab_faces::{AppState, Shared};
 use confab_store::{PgOptions, PgStore, SqliteStore, Store, StoreExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -154,11 +154,12 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         .await
         .context("cannot set up the admin token")?;
     Ok(Prepared {
-        state: AppState {
+        state: Shared {
             portal_limiter: Arc::new(PortalLimiter::for_store(config.bitrix_rate_limit, &store)),
             operating: Arc::new(OperatingLimiter::new(config.bitrix_operating_limit)),
-            ..AppState::new(store, hash)
-        },
+            ..Shared::new(store, hash)
+        }
+        .into(),
         limits: HttpLimits {
             request_timeout: Duration::from_secs(config.request_timeout),
             body_limit: config.body_limit,

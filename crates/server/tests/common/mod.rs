@@ -6,7 +6,7 @@
 
 use confab_faces::admin::world::{self, *};
 use confab_faces::limits::{BucketConfig, PortalLimiter};
-use confab_faces::AppState;
+use confab_faces::{AppState, Shared};
 use confab_server::app::{self, HttpLimits};
 use confab_store::{FaultyStore, Store, StoreExt};
 use reqwest::{Method, StatusCode};
@@ -69,7 +69,7 @@ impl TestServer {
     }
 
     /// A server whose state `tweak` adjusts first (limits, ...).
-    pub async fn start_tweaked(tweak: impl FnOnce(&mut AppState)) -> TestServer {
+    pub async fn start_tweaked(tweak: impl FnOnce(&mut Shared)) -> TestServer {
         Self::start_inner(HttpLimits::default(), None, None, tweak).await
     }
 
@@ -83,7 +83,7 @@ impl TestServer {
         limits: HttpLimits,
         bucket: Option<BucketConfig>,
         operating: Option<f64>,
-        tweak: impl FnOnce(&mut AppState),
+        tweak: impl FnOnce(&mut Shared),
     ) -> TestServer {
         // SQLite or PostgreSQL, as the run asks (CONFAB_TEST_STORE).
         let db = confab_store::testing::fresh_store().await;
@@ -128,18 +128,18 @@ impl TestServer {
         limits: HttpLimits,
         bucket: Option<BucketConfig>,
         operating: Option<f64>,
-        tweak: impl FnOnce(&mut AppState),
+        tweak: impl FnOnce(&mut Shared),
     ) -> TestServer {
         let faults = Arc::new(FaultyStore::new(db.store.clone()));
         let store: Arc<dyn Store> = faults.clone();
         // Tests run without the portal limit unless they ask for one.
-        let state = AppState {
+        let mut state = Shared {
             portal_limiter: Arc::new(PortalLimiter::for_store(bucket, &store)),
             operating: Arc::new(confab_faces::bitrix::operating::OperatingLimiter::new(operating)),
-            ..AppState::new(store.clone(), confab_faces::common::hash_secret(ADMIN_TOKEN))
+            ..Shared::new(store.clone(), confab_faces::common::hash_secret(ADMIN_TOKEN))
         };
-        let mut state = state;
         tweak(&mut state);
+        let state = AppState::from(state);
         // The delivery worker, fast: retries 50 ms apart, 3 attempts.
         let worker = confab_server::startup::spawn_worker(&state, fast_delivery());
         let router = app::build(state, &limits);
