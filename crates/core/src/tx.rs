@@ -48,9 +48,11 @@ pub trait Tx {
     /// the single writer).
     fn lock_chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>>;
     /// `lock_chat`, told that the rules will next ask for `user`'s latest
-    /// membership of the chat and `user`'s row: a store may fetch them with
-    /// the lock (PostgreSQL: one round trip instead of three). Answers are
-    /// the same as asking separately.
+    /// membership of the chat and `user`'s row, and that an event of the
+    /// chat may follow (a leave): a store may fetch them with the lock
+    /// (PostgreSQL: one round trip instead of three, and the event's id and
+    /// subscriptions, so its insert can wait for COMMIT). Answers are the
+    /// same as asking separately.
     fn lock_chat_for(&mut self, tenant: TenantId, id: ChatId, _user: UserId) -> TxResult<Option<Chat>> {
         self.lock_chat(tenant, id)
     }

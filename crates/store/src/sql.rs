@@ -176,6 +176,20 @@ pub struct SqlTx<C: Conn> {
     /// Rows fetched with `lock_chat_for`, each served once to the lookup it
     /// was fetched for; any write forgets them.
     prefetched: Option<Prefetched>,
+    /// PostgreSQL: what the event of a user's leave needs, fetched with
+    /// `lock_chat_for` — its id, drawn from the events' sequence under the
+    /// chat's lock, and the tenant's subscriptions with the chat's line —
+    /// so that `append_event` asks nothing and its insert waits for
+    /// `COMMIT` (see `Conn::exec_deferred`). Kept across the command's
+    /// writes; forgotten when a subscription changes.
+    next_event: Option<NextEvent>,
+}
+
+struct NextEvent {
+    key: (i64, i64),
+    id: i64,
+    subscriptions: Vec<Subscription>,
+    line: Option<String>,
 }
 
 struct Prefetched {
@@ -191,6 +205,7 @@ impl<C: Conn> SqlTx<C> {
             now,
             counts: Vec::new(),
             prefetched: None,
+            next_event: None,
         }
     }
 
@@ -577,45 +592,63 @@ impl<C: Conn> Tx for SqlTx<C> {
             return self.lock_chat(tenant, id);
         }
         // One round trip: the locked chat row with its count, the user's
-        // latest membership of it and the user's row (NULLs when absent).
+        // latest membership of it and the user's row (NULLs when absent),
+        // and for the leave's event its id (drawn after the lock, so a
+        // chat's events are numbered in the order they commit) and the
+        // tenant's subscriptions, one row each, with the chat's line number
+        // when there is a subscription (see `NextEvent`).
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let subs: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
             format!(
-                "SELECT c.*, m.*, u.* FROM \
+                "SELECT c.*, m.*, u.*, nextval(pg_get_serial_sequence('events', 'id')), \
+                 CASE WHEN s.id IS NOT NULL THEN ({LINE_OF_CHAT}) END, {subs} FROM \
                  (SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE) c \
                  LEFT JOIN LATERAL ({latest}) m ON true \
-                 LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true",
-                latest = *MEMBERSHIP_LATEST
+                 LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true \
+                 LEFT JOIN subscriptions s ON s.tenant_id = ?1 AND s.active = TRUE",
+                latest = *MEMBERSHIP_LATEST,
+                subs = subs.join(", ")
             )
         });
-        let (chat_n, member_n) = (CHAT_COLS.split(',').count() + 1, MEMBER_COLS.split(',').count());
+        let (chat_n, member_n, user_n) = (
+            CHAT_COLS.split(',').count() + 1,
+            MEMBER_COLS.split(',').count(),
+            USER_COLS.split(',').count(),
+        );
         let part = |r: &SqlRow, from: usize, n: usize| SqlRow(r.0.iter().skip(from).take(n).cloned().collect());
-        let found = self.one(&SQL, p![tenant.0, id.0, user.0], |r| {
-            let chat = chat_row(r)?;
-            let count: i64 = r.get(chat_n - 1)?;
-            let m = part(r, chat_n, member_n);
-            let u = part(r, chat_n + member_n, usize::MAX);
-            let membership = if matches!(m.0.first(), None | Some(Val::Null)) {
-                None
-            } else {
-                Some(member_row(&m)?)
-            };
-            let user = if matches!(u.0.first(), None | Some(Val::Null)) {
-                None
-            } else {
-                Some(user_row(&u)?)
-            };
-            Ok((chat, count, membership, user))
-        })?;
-        Ok(found.map(|(chat, count, membership, user_row)| {
-            self.forget_count(tenant, id);
-            self.counts.push(((tenant.0, id.0), count));
-            self.prefetched = Some(Prefetched {
-                key: (tenant.0, id.0, user.0),
-                membership: Some(membership),
-                user: Some(user_row),
-            });
-            chat
-        }))
+        let present = |r: &SqlRow| !matches!(r.0.first(), None | Some(Val::Null));
+        no_nul(p![tenant.0, id.0, user.0])?;
+        let rows = self.c.query(&SQL, p![tenant.0, id.0, user.0])?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let chat = chat_row(r)?;
+        let count: i64 = r.get(chat_n - 1)?;
+        let m = part(r, chat_n, member_n);
+        let membership = if present(&m) { Some(member_row(&m)?) } else { None };
+        let u = part(r, chat_n + member_n, user_n);
+        let user_row = if present(&u) { Some(user_row(&u)?) } else { None };
+        let event_at = chat_n + member_n + user_n;
+        let subscriptions = rows
+            .iter()
+            .map(|r| part(r, event_at + 2, usize::MAX))
+            .filter(present)
+            .map(|s| sub_row(&s))
+            .collect::<TxResult<Vec<_>>>()?;
+        self.next_event = Some(NextEvent {
+            key: (tenant.0, id.0),
+            id: r.get(event_at)?,
+            line: r.get(event_at + 1)?,
+            subscriptions,
+        });
+        self.forget_count(tenant, id);
+        self.counts.push(((tenant.0, id.0), count));
+        self.prefetched = Some(Prefetched {
+            key: (tenant.0, id.0, user.0),
+            membership: Some(membership),
+            user: Some(user_row),
+        });
+        Ok(Some(chat))
     }
 
     fn active_count(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<usize> {
@@ -936,6 +969,26 @@ impl<C: Conn> Tx for SqlTx<C> {
             e.trace_id.clone(),
             e.at
         ];
+        let next = self.next_event.take_if(|n| n.key == (e.tenant_id.0, e.chat_id.0));
+        if let Some(next) = next {
+            // Everything it needs was fetched with the chat's lock: the
+            // insert and its outbox rows go out with COMMIT.
+            let mut params = params.to_vec();
+            params.push(Val::Int(next.id));
+            no_nul(&params)?;
+            self.exec_deferred(
+                "INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at, id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                &params,
+            )?;
+            let event = Event {
+                id: EventId(next.id),
+                uuid,
+                event: e,
+            };
+            self.enqueue_for(&event, next.subscriptions, Some(next.line))?;
+            return Ok(event);
+        }
         if self.c.dialect() == Dialect::Postgres {
             // One round trip: the insert, and the tenant's subscriptions
             // joined to its id (NULL columns when there is none), with the
@@ -1308,6 +1361,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     }
 
     fn insert_subscription(&mut self, sub: &Subscription) -> TxResult<()> {
+        self.next_event = None;
         let (events, kinds) = sub_columns(sub)?;
         self.exec(
             &format!("INSERT INTO subscriptions ({SUB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
@@ -1331,6 +1385,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     }
 
     fn update_subscription(&mut self, sub: &Subscription) -> TxResult<()> {
+        self.next_event = None;
         let (events, kinds) = sub_columns(sub)?;
         self.exec(
             "UPDATE subscriptions SET target_url = ?2, events = ?3, kinds = ?4, lines = ?5, extra = ?6, active = ?7, updated_at = ?8 WHERE id = ?1",
@@ -1340,6 +1395,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     }
 
     fn delete_subscription(&mut self, tenant: TenantId, id: &str) -> TxResult<bool> {
+        self.next_event = None;
         Ok(self.exec(
             "DELETE FROM subscriptions WHERE tenant_id = ?1 AND id = ?2",
             p![tenant.0, id],
@@ -1624,6 +1680,11 @@ mod tests {
         }
         fn query(&mut self, sql: &str, _: &[Val]) -> TxResult<Vec<SqlRow>> {
             self.0.borrow_mut().push(sql.into());
+            if sql.starts_with("WITH ev AS") {
+                // An event inserted the ordinary way: its id, no subscription.
+                let row = std::iter::once(Val::Int(43)).chain(std::iter::repeat_n(Val::Null, 14));
+                return Ok(vec![SqlRow(row.collect())]);
+            }
             if !sql.contains("LEFT JOIN LATERAL") {
                 return Ok(Vec::new());
             }
@@ -1651,7 +1712,11 @@ mod tests {
                 Val::Bool(true),
                 Val::Null,
             ];
-            Ok(vec![SqlRow(chat.into_iter().chain(member).chain(user).collect())])
+            // The leave's event: its id, no line, no subscription.
+            let event = std::iter::once(Val::Int(42)).chain(std::iter::repeat_n(Val::Null, 14));
+            Ok(vec![SqlRow(
+                chat.into_iter().chain(member).chain(user).chain(event).collect(),
+            )])
         }
         fn exec(&mut self, sql: &str, _: &[Val]) -> TxResult<u64> {
             self.0.borrow_mut().push(sql.into());
@@ -1688,5 +1753,65 @@ mod tests {
         tx.exec("UPDATE chats SET title = 'x'", &[]).unwrap();
         assert_eq!(tx.user(t, u).unwrap(), None);
         assert_eq!(statements(&seen), 5);
+    }
+
+    fn left(t: TenantId, c: ChatId, u: UserId) -> NewEvent {
+        NewEvent {
+            tenant_id: t,
+            chat_id: c,
+            kind: EventKind::Left,
+            actor_id: Some(u),
+            subject_id: Some(u),
+            message_id: None,
+            trace_id: None,
+            at: 100,
+        }
+    }
+
+    /// On PostgreSQL the event of a user's leave asks nothing: its id and
+    /// the tenant's subscriptions came with the chat's lock, and its insert
+    /// is deferred to COMMIT. It is served once, to that chat's event, and a
+    /// subscription written in between forgets it.
+    #[test]
+    fn lock_chat_for_brings_what_the_leave_event_needs() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let mut tx = SqlTx::new(Recorder(seen.clone()), 0);
+        let (t, c, u) = (TenantId(1), ChatId(7), UserId(3));
+        tx.lock_chat_for(t, c, u).unwrap();
+        let event = tx.append_event(left(t, c, u)).unwrap();
+        assert_eq!(event.id, EventId(42));
+        let sql = seen.borrow().clone();
+        assert_eq!(sql.len(), 2, "{sql:?}");
+        assert!(
+            sql[1].starts_with("INSERT INTO events") && sql[1].contains(", id)"),
+            "{sql:?}"
+        );
+
+        // Served once: the next event is inserted the ordinary way.
+        assert_eq!(tx.append_event(left(t, c, u)).unwrap().id, EventId(43));
+        assert!(
+            seen.borrow()[2].contains("LEFT JOIN subscriptions"),
+            "{:?}",
+            seen.borrow()
+        );
+
+        // Another chat's event does not take it.
+        tx.lock_chat_for(t, c, u).unwrap();
+        tx.append_event(left(t, ChatId(8), u)).unwrap();
+        assert!(
+            seen.borrow()[4].contains("LEFT JOIN subscriptions"),
+            "{:?}",
+            seen.borrow()
+        );
+
+        // A subscription written after the lock forgets it.
+        tx.lock_chat_for(t, c, u).unwrap();
+        tx.delete_subscription(t, "sub").unwrap();
+        tx.append_event(left(t, c, u)).unwrap();
+        assert!(
+            seen.borrow()[7].contains("LEFT JOIN subscriptions"),
+            "{:?}",
+            seen.borrow()
+        );
     }
 }
