@@ -596,7 +596,10 @@ impl<C: Conn> Tx for SqlTx<C> {
         // and for the leave's event its id (drawn after the lock, so a
         // chat's events are numbered in the order they commit) and the
         // tenant's subscriptions, one row each, with the chat's line number
-        // when there is a subscription (see `NextEvent`).
+        // when there is a subscription (see `NextEvent`). `nextval` sits in
+        // the outer list, evaluated once a joined row exists, that is after
+        // the lock; with several subscriptions each row draws one and the
+        // first is used (the sequence only gets gaps, as after a rollback).
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             let subs: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
             format!(
