@@ -138,14 +138,21 @@ pub trait Conn {
     /// a write transaction (a read-only one may not lock).
     fn row_locks(&self) -> bool;
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>>;
+    /// `first`, then `second`, which starts once `first` is done: a store
+    /// may send both in one round trip (PostgreSQL pipelines them, and under
+    /// READ COMMITTED `second` reads with a snapshot taken after `first`'s
+    /// row locks were granted).
+    fn query_two(&mut self, first: (&str, &[Val]), second: (&str, &[Val])) -> TxResult<(Vec<SqlRow>, Vec<SqlRow>)> {
+        Ok((self.query(first.0, first.1)?, self.query(second.0, second.1)?))
+    }
     /// Rows changed.
     fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64>;
     /// Runs a statement whose answer the caller does not need. A store may
     /// hold it back and send it with its next statement, or with `COMMIT`,
-    /// in one round trip (PostgreSQL); a failure then surfaces there, fails
-    /// the job and rolls the whole transaction back, so only statements
-    /// whose failure is never an expected outcome are deferred. SQLite runs
-    /// it at once.
+    /// in one round trip (PostgreSQL); a failure then surfaces there and
+    /// fails the job, whose transaction is rolled back (at `COMMIT`
+    /// PostgreSQL rolls back by itself), so only statements whose failure
+    /// is never an expected outcome are deferred. SQLite runs it at once.
     fn exec_deferred(&mut self, sql: &str, params: &[Val]) -> TxResult<()> {
         self.exec(sql, params).map(|_| ())
     }
@@ -591,21 +598,27 @@ impl<C: Conn> Tx for SqlTx<C> {
         if !(self.c.row_locks() && self.c.dialect() == Dialect::Postgres) {
             return self.lock_chat(tenant, id);
         }
-        // One round trip: the locked chat row with its count, the user's
-        // latest membership of it and the user's row (NULLs when absent),
-        // and for the leave's event its id (drawn after the lock, so a
-        // chat's events are numbered in the order they commit) and the
-        // tenant's subscriptions, one row each, with the chat's line number
-        // when there is a subscription (see `NextEvent`). `nextval` sits in
-        // the outer list, evaluated once a joined row exists, that is after
-        // the lock; with several subscriptions each row draws one and the
-        // first is used (the sequence only gets gaps, as after a rollback).
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        // One round trip, two statements: the chat row locked, with its
+        // count; then, once the lock is granted and so with a snapshot that
+        // sees whatever the lock's previous holder committed, the user's
+        // latest membership and user row (NULLs when absent), and for the
+        // leave's event its id (drawn after the lock, so a chat's events
+        // are numbered in the order they commit) and the tenant's
+        // subscriptions, one row each, with the chat's line number when
+        // there is a subscription (see `NextEvent`). One statement would
+        // read the membership from a snapshot taken before waiting for the
+        // lock: two leaves of one user could then both see it active.
+        // `nextval` sits in the select list, so with several subscriptions
+        // each row draws one and the first is used (the sequence only gets
+        // gaps, as after a rollback).
+        static LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE")
+        });
+        static AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             let subs: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
             format!(
-                "SELECT c.*, m.*, u.*, nextval(pg_get_serial_sequence('events', 'id')), \
-                 CASE WHEN s.id IS NOT NULL THEN ({LINE_OF_CHAT}) END, {subs} FROM \
-                 (SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE) c \
+                "SELECT m.*, u.*, nextval(pg_get_serial_sequence('events', 'id')), \
+                 CASE WHEN s.id IS NOT NULL THEN ({LINE_OF_CHAT}) END, {subs} FROM (SELECT 1) one \
                  LEFT JOIN LATERAL ({latest}) m ON true \
                  LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true \
                  LEFT JOIN subscriptions s ON s.tenant_id = ?1 AND s.active = TRUE",
@@ -621,17 +634,19 @@ impl<C: Conn> Tx for SqlTx<C> {
         let part = |r: &SqlRow, from: usize, n: usize| SqlRow(r.0.iter().skip(from).take(n).cloned().collect());
         let present = |r: &SqlRow| !matches!(r.0.first(), None | Some(Val::Null));
         no_nul(p![tenant.0, id.0, user.0])?;
-        let rows = self.c.query(&SQL, p![tenant.0, id.0, user.0])?;
-        let Some(r) = rows.first() else {
+        let (chats, rows) = self
+            .c
+            .query_two((&LOCK, p![tenant.0, id.0]), (&AFTER, p![tenant.0, id.0, user.0]))?;
+        let (Some(c), Some(r)) = (chats.first(), rows.first()) else {
             return Ok(None);
         };
-        let chat = chat_row(r)?;
-        let count: i64 = r.get(chat_n - 1)?;
-        let m = part(r, chat_n, member_n);
+        let chat = chat_row(c)?;
+        let count: i64 = c.get(chat_n - 1)?;
+        let m = part(r, 0, member_n);
         let membership = if present(&m) { Some(member_row(&m)?) } else { None };
-        let u = part(r, chat_n + member_n, user_n);
+        let u = part(r, member_n, user_n);
         let user_row = if present(&u) { Some(user_row(&u)?) } else { None };
-        let event_at = chat_n + member_n + user_n;
+        let event_at = member_n + user_n;
         let subscriptions = rows
             .iter()
             .map(|r| part(r, event_at + 2, usize::MAX))
@@ -1674,25 +1689,17 @@ mod tests {
     /// every other query finds nothing.
     struct Recorder(Rc<RefCell<Vec<String>>>);
 
-    impl Conn for Recorder {
-        fn dialect(&self) -> Dialect {
-            Dialect::Postgres
+    /// What the database would answer: chat 7 locked, with 4 active members;
+    /// user 3's membership and row with the leave's event (id 42, no line,
+    /// no subscription); an event inserted the ordinary way (id 43).
+    fn answer(sql: &str) -> Vec<SqlRow> {
+        let t = |s: &str| Val::Text(s.into());
+        if sql.starts_with("WITH ev AS") {
+            let row = std::iter::once(Val::Int(43)).chain(std::iter::repeat_n(Val::Null, 14));
+            return vec![SqlRow(row.collect())];
         }
-        fn row_locks(&self) -> bool {
-            true
-        }
-        fn query(&mut self, sql: &str, _: &[Val]) -> TxResult<Vec<SqlRow>> {
-            self.0.borrow_mut().push(sql.into());
-            if sql.starts_with("WITH ev AS") {
-                // An event inserted the ordinary way: its id, no subscription.
-                let row = std::iter::once(Val::Int(43)).chain(std::iter::repeat_n(Val::Null, 14));
-                return Ok(vec![SqlRow(row.collect())]);
-            }
-            if !sql.contains("LEFT JOIN LATERAL") {
-                return Ok(Vec::new());
-            }
-            let t = |s: &str| Val::Text(s.into());
-            let chat = [
+        if sql.contains("FOR UPDATE") {
+            return vec![SqlRow(vec![
                 Val::Int(1),
                 Val::Int(7),
                 t("67e55044-10b1-426f-9247-bb680e5fe0c8"),
@@ -1704,22 +1711,40 @@ mod tests {
                 Val::Null,
                 Val::Int(100),
                 Val::Int(4), // active_count
-            ];
-            let member = [Val::Int(7), Val::Int(3), t("member"), Val::Int(100), Val::Null];
-            let user = [
-                Val::Int(1),
-                Val::Int(3),
-                t("person"),
-                t("Ann"),
-                Val::Null,
-                Val::Bool(true),
-                Val::Null,
-            ];
-            // The leave's event: its id, no line, no subscription.
-            let event = std::iter::once(Val::Int(42)).chain(std::iter::repeat_n(Val::Null, 14));
-            Ok(vec![SqlRow(
-                chat.into_iter().chain(member).chain(user).chain(event).collect(),
-            )])
+            ])];
+        }
+        if !sql.contains("LEFT JOIN LATERAL") {
+            return Vec::new();
+        }
+        let member = [Val::Int(7), Val::Int(3), t("member"), Val::Int(100), Val::Null];
+        let user = [
+            Val::Int(1),
+            Val::Int(3),
+            t("person"),
+            t("Ann"),
+            Val::Null,
+            Val::Bool(true),
+            Val::Null,
+        ];
+        let event = std::iter::once(Val::Int(42)).chain(std::iter::repeat_n(Val::Null, 14));
+        vec![SqlRow(member.into_iter().chain(user).chain(event).collect())]
+    }
+
+    impl Conn for Recorder {
+        fn dialect(&self) -> Dialect {
+            Dialect::Postgres
+        }
+        fn row_locks(&self) -> bool {
+            true
+        }
+        fn query(&mut self, sql: &str, _: &[Val]) -> TxResult<Vec<SqlRow>> {
+            self.0.borrow_mut().push(sql.into());
+            Ok(answer(sql))
+        }
+        /// Recorded as one entry: one flight.
+        fn query_two(&mut self, first: (&str, &[Val]), second: (&str, &[Val])) -> TxResult<(Vec<SqlRow>, Vec<SqlRow>)> {
+            self.0.borrow_mut().push(format!("{} ; {}", first.0, second.0));
+            Ok((answer(first.0), answer(second.0)))
         }
         fn exec(&mut self, sql: &str, _: &[Val]) -> TxResult<u64> {
             self.0.borrow_mut().push(sql.into());
@@ -1728,9 +1753,9 @@ mod tests {
     }
 
     /// On PostgreSQL `lock_chat_for` brings the leaver's membership, user
-    /// row and the chat's count in its one statement: the lookups that
-    /// follow cost no statement, each is served once, and a write forgets
-    /// what was fetched.
+    /// row and the chat's count in its one flight: the lookups that follow
+    /// cost no statement, each is served once, and a write forgets what was
+    /// fetched.
     #[test]
     fn lock_chat_for_saves_the_lookups_that_follow_it() {
         let seen = Rc::new(RefCell::new(Vec::new()));

@@ -125,7 +125,7 @@ pub fn render(out: &mut String) {
     head(
         out,
         trips,
-        "PostgreSQL: round trips per write transaction (statements sent together count once).",
+        "PostgreSQL: round trips per write transaction (statements sent together count once; a statement's first preparation on a connection is not counted).",
     );
     PG_ROUND_TRIPS.render(out, trips, "");
     let hook = "confab_webhook_attempt_seconds";

@@ -571,3 +571,67 @@ async fn pg_only_a_leave_is_two_round_trips_with_or_without_a_webhook() {
         .unwrap();
     assert_eq!(queued, 2, "one outbox row per leave since the subscription");
 }
+
+/// Twenty leaves of one user from one chat at once: exactly one applies,
+/// with one `left` event and the count down by one; the others find the
+/// membership already closed. (On PostgreSQL a waiter for the chat's lock
+/// must read the membership after the lock, not from a snapshot taken
+/// before it waited.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_leaves_of_one_user_apply_once() {
+    let db = testing::fresh_store().await;
+    let store = db.store.clone();
+    let (t, c) = store
+        .write(|tx| {
+            let t = tx.insert_tenant("acme", "Acme")?;
+            for i in 1..=6 {
+                tx.insert_user(testing::person(t.id, i))?;
+            }
+            let members = (2..=6).map(|i| MemberRef::Id(UserId(i))).collect();
+            let chat = testing::group(t.id, Network::Internal, Creator::User(UserId(1)), members);
+            let (chat, _) = commands::create_chat(tx.as_tx(), &chat)?;
+            Ok((t.id, chat.id))
+        })
+        .await
+        .unwrap();
+    for round in 0..5 {
+        let user = UserId(2 + round);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .write(move |tx| {
+                            let cmd = Leave {
+                                tenant: t,
+                                chat: c,
+                                leaver: Leaver::User(user),
+                                trace_id: None,
+                            };
+                            commands::leave(tx.as_tx(), &cmd).map(|_| ())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            if task.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 1, "round {round}: exactly one leave applies");
+        let (count, left) = store
+            .read(move |tx| {
+                let events = tx.events(t, Some(c))?;
+                let left = events
+                    .iter()
+                    .filter(|e| e.event.kind == EventKind::Left && e.event.subject_id == Some(user))
+                    .count();
+                Ok((tx.active_count(t, c)?, left))
+            })
+            .await
+            .unwrap();
+        assert_eq!((count, left), (5 - round as usize, 1), "round {round}");
+    }
+}

@@ -273,8 +273,8 @@ impl PgConn<'_> {
     /// transaction).
     fn run<T>(
         &mut self,
-        sql: &str,
-        op: impl AsyncFnOnce(&tokio_postgres::Client, &tokio_postgres::Statement) -> Result<T, tokio_postgres::Error>,
+        sqls: &[&str],
+        op: impl AsyncFnOnce(&tokio_postgres::Client, &[tokio_postgres::Statement]) -> Result<T, tokio_postgres::Error>,
     ) -> TxResult<T> {
         let client = self.client;
         let begin = self.begin;
@@ -283,20 +283,29 @@ impl PgConn<'_> {
         // panic inside `block_on` included): the end of the job rolls back.
         self.maybe_open |= begin.is_some();
         // Set once the flight has gone out: a statement that fails to
-        // prepare sends nothing, and BEGIN and the deferred statements must
-        // still go out with the next one.
+        // prepare (or a deferred one whose parameters cannot be encoded)
+        // sends nothing, and BEGIN and the deferred statements must still
+        // go out with the next one — or be rolled back.
         let mut sent = false;
         let flown = &mut sent;
         let waiting = &deferred;
         let out = self.h.block_on(async move {
-            let st = client.prepare_cached(&dollar_placeholders(sql)).await?;
+            let mut statements = Vec::with_capacity(sqls.len());
+            for sql in sqls {
+                statements.push(client.prepare_cached(&dollar_placeholders(sql)).await.map_err(pg_err)?);
+            }
             let mut earlier = Vec::with_capacity(waiting.len());
             for (sql, params) in waiting {
-                earlier.push((client.prepare_cached(sql).await?, params));
+                let st = client.prepare_cached(sql).await.map_err(pg_err)?;
+                // The driver encodes a statement's parameters when it is
+                // sent and skips it if that fails, but would still send the
+                // rest of the flight (a COMMIT, say): check them first.
+                encodable(&st, params)?;
+                earlier.push((st, params));
             }
             *flown = true;
             if begin.is_none() && earlier.is_empty() {
-                return op(client, &st).await;
+                return op(client, &statements).await.map_err(pg_err);
             }
             let begin = async {
                 match begin {
@@ -304,18 +313,18 @@ impl PgConn<'_> {
                     None => Ok(()),
                 }
             };
-            let earlier = futures_util::future::join_all(
+            let earlier = in_order(
                 earlier
                     .iter()
                     .map(|(st, params)| async move { client.execute(st, &refs(params)).await }),
             );
             // Polled in this order the first time, so written in this order.
-            let (began, earlier, out) = tokio::join!(begin, earlier, op(client, &st));
-            began?;
+            let (began, earlier, out) = tokio::join!(biased; begin, earlier, op(client, &statements));
+            began.map_err(pg_err)?;
             for e in earlier {
-                e?;
+                e.map_err(pg_err)?;
             }
-            out
+            out.map_err(pg_err)
         });
         if sent {
             self.begin = None;
@@ -323,7 +332,7 @@ impl PgConn<'_> {
         } else {
             self.deferred = deferred;
         }
-        out.map_err(pg_err)
+        out
     }
 
     /// Ends the transaction: `COMMIT` (with any deferred statements) if it
@@ -333,7 +342,9 @@ impl PgConn<'_> {
     /// fails the commit: PostgreSQL then answers `COMMIT` with a rollback.
     fn finish(&mut self, commit: bool) -> Result<(), CoreError> {
         if commit && (self.begin.is_none() || !self.deferred.is_empty()) {
-            return self.run("COMMIT", async |c, st| c.execute(st, &[]).await).map(|_| ());
+            return self
+                .run(&["COMMIT"], async |c, st| c.execute(&st[0], &[]).await)
+                .map(|_| ());
         }
         self.deferred.clear();
         if self.begin.is_none() || self.maybe_open {
@@ -398,6 +409,48 @@ pub fn read_row(r: &tokio_postgres::Row) -> Result<SqlRow, tokio_postgres::Error
         .map(SqlRow)
 }
 
+/// Whether `params` can be sent with `st`: as many as it takes, each
+/// encodable as its type.
+fn encodable(st: &tokio_postgres::Statement, params: &[Val]) -> Result<(), CoreError> {
+    let types = st.params();
+    if types.len() != params.len() {
+        return Err(CoreError::Internal(format!(
+            "a statement takes {} parameters, {} given",
+            types.len(),
+            params.len()
+        )));
+    }
+    let mut buf = bytes::BytesMut::new();
+    for (v, ty) in params.iter().zip(types) {
+        buf.clear();
+        v.to_sql_checked(ty, &mut buf)
+            .map_err(|e| CoreError::Internal(format!("cannot bind {v:?} as {ty}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Runs `futures` together, polling them in their order every time (so a
+/// request each one writes on its first poll goes out in that order), and
+/// gives their outputs in the same order.
+async fn in_order<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    use futures_util::future::{maybe_done, MaybeDone};
+    use std::future::Future;
+    let mut all: Vec<std::pin::Pin<Box<MaybeDone<F>>>> = futures.into_iter().map(|f| Box::pin(maybe_done(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for f in all.iter_mut() {
+            pending |= f.as_mut().poll(cx).is_pending();
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    all.iter_mut().filter_map(|f| f.as_mut().take_output()).collect()
+}
+
 /// The parameters as the driver takes them.
 pub(crate) fn refs(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
@@ -413,12 +466,24 @@ impl Conn for PgConn<'_> {
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>> {
-        let rows = self.run(sql, async |c, st| c.query(st, &refs(params)).await)?;
+        let rows = self.run(&[sql], async |c, st| c.query(&st[0], &refs(params)).await)?;
         rows.iter().map(read_row).collect::<Result<Vec<_>, _>>().map_err(pg_err)
     }
 
+    /// Both in one flight: PostgreSQL starts the second once the first is
+    /// done, with a snapshot of its own (READ COMMITTED).
+    fn query_two(&mut self, first: (&str, &[Val]), second: (&str, &[Val])) -> TxResult<(Vec<SqlRow>, Vec<SqlRow>)> {
+        let (a, b) = self.run(&[first.0, second.0], async |c, st| {
+            let (p1, p2) = (refs(first.1), refs(second.1));
+            let (a, b) = tokio::join!(biased; c.query(&st[0], &p1), c.query(&st[1], &p2));
+            Ok((a?, b?))
+        })?;
+        let rows = |r: Vec<tokio_postgres::Row>| r.iter().map(read_row).collect::<Result<Vec<_>, _>>().map_err(pg_err);
+        Ok((rows(a)?, rows(b)?))
+    }
+
     fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64> {
-        self.run(sql, async |c, st| c.execute(st, &refs(params)).await)
+        self.run(&[sql], async |c, st| c.execute(&st[0], &refs(params)).await)
     }
 
     fn exec_deferred(&mut self, sql: &str, params: &[Val]) -> TxResult<()> {
@@ -460,7 +525,12 @@ impl Store for PgStore {
             };
             let mut conn = conn;
             let out = match out {
-                Ok(v) if !read => conn.finish(true).map(|()| v),
+                // If the commit fails before it went out, the transaction is
+                // still open: roll it back, or the pool would hand the
+                // connection on inside it.
+                Ok(v) if !read => conn.finish(true).map(|()| v).inspect_err(|_| {
+                    let _ = conn.finish(false);
+                }),
                 other => {
                     // A connection is never returned to the pool inside a
                     // transaction: if this fails, the connection is broken
