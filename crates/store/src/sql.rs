@@ -459,6 +459,32 @@ fn sub_row(r: &SqlRow) -> TxResult<Subscription> {
     })
 }
 
+/// The subscription columns of a join that names the table `s`, with the
+/// chat's line number just before them (see [`joined_subscriptions`]).
+static LINE_AND_SUB_COLS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let cols: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
+    format!(
+        "CASE WHEN s.id IS NOT NULL THEN ({LINE_OF_CHAT}) END, {}",
+        cols.join(", ")
+    )
+});
+
+/// What [`LINE_AND_SUB_COLS`] gave, from column `at` of each row (one row
+/// per subscription; NULLs when there is none): the subscriptions, and the
+/// chat's line number (asked only when there is a subscription).
+fn joined_subscriptions(rows: &[SqlRow], at: usize) -> TxResult<(Vec<Subscription>, Option<String>)> {
+    let subs = rows
+        .iter()
+        .filter(|r| !matches!(r.0.get(at + 1), None | Some(Val::Null)))
+        .map(|r| sub_row(&SqlRow(r.0[at + 1..].to_vec())))
+        .collect::<TxResult<Vec<_>>>()?;
+    let line = match rows.first() {
+        Some(r) if !subs.is_empty() => r.get(at)?,
+        _ => None,
+    };
+    Ok((subs, line))
+}
+
 /// How a subscription's lists are stored: events as JSON, kinds space-separated.
 fn sub_columns(sub: &Subscription) -> TxResult<(String, String)> {
     let events = serde_json::to_string(&sub.events).map_err(|e| CoreError::Internal(e.to_string()))?;
@@ -615,15 +641,13 @@ impl<C: Conn> Tx for SqlTx<C> {
             format!("SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE")
         });
         static AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let subs: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
             format!(
-                "SELECT m.*, u.*, nextval(pg_get_serial_sequence('events', 'id')), \
-                 CASE WHEN s.id IS NOT NULL THEN ({LINE_OF_CHAT}) END, {subs} FROM (SELECT 1) one \
+                "SELECT m.*, u.*, nextval(pg_get_serial_sequence('events', 'id')), {subs} FROM (SELECT 1) one \
                  LEFT JOIN LATERAL ({latest}) m ON true \
                  LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true \
                  LEFT JOIN subscriptions s ON s.tenant_id = ?1 AND s.active = TRUE",
                 latest = *MEMBERSHIP_LATEST,
-                subs = subs.join(", ")
+                subs = *LINE_AND_SUB_COLS
             )
         });
         let (chat_n, member_n, user_n) = (
@@ -647,16 +671,11 @@ impl<C: Conn> Tx for SqlTx<C> {
         let u = part(r, member_n, user_n);
         let user_row = if present(&u) { Some(user_row(&u)?) } else { None };
         let event_at = member_n + user_n;
-        let subscriptions = rows
-            .iter()
-            .map(|r| part(r, event_at + 2, usize::MAX))
-            .filter(present)
-            .map(|s| sub_row(&s))
-            .collect::<TxResult<Vec<_>>>()?;
+        let (subscriptions, line) = joined_subscriptions(&rows, event_at + 1)?;
         self.next_event = Some(NextEvent {
             key: (tenant.0, id.0),
             id: r.get(event_at)?,
-            line: r.get(event_at + 1)?,
+            line,
             subscriptions,
         });
         self.forget_count(tenant, id);
@@ -991,14 +1010,11 @@ impl<C: Conn> Tx for SqlTx<C> {
         if let Some(next) = next {
             // Everything it needs was fetched with the chat's lock: the
             // insert and its outbox rows go out with COMMIT.
+            static WITH_ID: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(|| EVENT_INSERT.replace(", at)", ", at, id)").replace("?9)", "?9, ?10)"));
             let mut params = params.to_vec();
             params.push(Val::Int(next.id));
-            no_nul(&params)?;
-            self.exec_deferred(
-                "INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, message_id, trace_id, at, id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                &params,
-            )?;
+            self.exec_deferred(&WITH_ID, &params)?;
             let event = Event {
                 id: EventId(next.id),
                 uuid,
@@ -1013,13 +1029,11 @@ impl<C: Conn> Tx for SqlTx<C> {
             // chat's line number that their filters need (looked up only
             // when there is a subscription).
             static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                let cols: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
                 // The event's tenant and chat are ?2 and ?3 here.
-                let line = LINE_OF_CHAT.replace("?2", "?3").replace("?1", "?2");
+                let subs = LINE_AND_SUB_COLS.replace("?2", "?3").replace("?1", "?2");
                 format!(
-                    "WITH ev AS ({EVENT_INSERT} RETURNING id) SELECT ev.id, CASE WHEN s.id IS NOT NULL THEN ({line}) END, {} \
-                     FROM ev LEFT JOIN subscriptions s ON s.tenant_id = ?2 AND s.active = TRUE",
-                    cols.join(", ")
+                    "WITH ev AS ({EVENT_INSERT} RETURNING id) SELECT ev.id, {subs} \
+                     FROM ev LEFT JOIN subscriptions s ON s.tenant_id = ?2 AND s.active = TRUE"
                 )
             });
             no_nul(params)?;
@@ -1028,15 +1042,7 @@ impl<C: Conn> Tx for SqlTx<C> {
                 .first()
                 .ok_or_else(|| CoreError::Internal("INSERT … RETURNING gave no row".into()))?
                 .get(0)?;
-            let subs = rows
-                .iter()
-                .filter(|r| !matches!(r.0.get(2), None | Some(Val::Null)))
-                .map(|r| sub_row(&SqlRow(r.0[2..].to_vec())))
-                .collect::<TxResult<Vec<_>>>()?;
-            let line = match rows.first() {
-                Some(r) if !subs.is_empty() => r.get::<Option<String>>(1)?,
-                _ => None,
-            };
+            let (subs, line) = joined_subscriptions(&rows, 1)?;
             let event = Event {
                 id: EventId(id),
                 uuid,

@@ -496,6 +496,38 @@ async fn pg_only_memberships_keep_their_order_and_history_through_migration_2() 
     confab_store::testing::assert_memberships_survived_the_move(store).await;
 }
 
+/// A tenant with persons 1–6 and a group owned by 1 with 2–6 in it.
+async fn six_person_group(store: &dyn Store) -> (TenantId, ChatId) {
+    store
+        .write(|tx| {
+            let t = tx.insert_tenant("acme", "Acme")?;
+            for i in 1..=6 {
+                tx.insert_user(testing::person(t.id, i))?;
+            }
+            let members = (2..=6).map(|i| MemberRef::Id(UserId(i))).collect();
+            let chat = testing::group(t.id, Network::Internal, Creator::User(UserId(1)), members);
+            let (chat, _) = commands::create_chat(tx.as_tx(), &chat)?;
+            Ok((t.id, chat.id))
+        })
+        .await
+        .unwrap()
+}
+
+/// `user` leaves chat `c` (`im.chat.leave`'s command).
+async fn user_leaves(store: &dyn Store, t: TenantId, c: ChatId, user: UserId) -> Result<(), CoreError> {
+    store
+        .write(move |tx| {
+            let cmd = Leave {
+                tenant: t,
+                chat: c,
+                leaver: Leaver::User(user),
+                trace_id: None,
+            };
+            commands::leave(tx.as_tx(), &cmd).map(|_| ())
+        })
+        .await
+}
+
 /// On PostgreSQL a user's leave is two round trips: `BEGIN` with the
 /// chat's lock, the leaver's rows, the event's id and the tenant's
 /// subscriptions; then the closed membership, the event and its outbox rows
@@ -508,35 +540,12 @@ async fn pg_only_a_leave_is_two_round_trips_with_or_without_a_webhook() {
         &confab_store::PgOptions::default(),
     )
     .await;
-    let (t, c) = store
-        .write(|tx| {
-            let t = tx.insert_tenant("acme", "Acme")?;
-            for i in 1..=6 {
-                tx.insert_user(testing::person(t.id, i))?;
-            }
-            let members = (2..=6).map(|i| MemberRef::Id(UserId(i))).collect();
-            let chat = testing::group(t.id, Network::Internal, Creator::User(UserId(1)), members);
-            let (chat, _) = commands::create_chat(tx.as_tx(), &chat)?;
-            Ok((t.id, chat.id))
-        })
-        .await
-        .unwrap();
+    let (t, c) = six_person_group(store.as_ref()).await;
     let leave = |user: i64| {
         let store = store.clone();
         async move {
             let before = store.round_trips();
-            store
-                .write(move |tx| {
-                    let cmd = Leave {
-                        tenant: t,
-                        chat: c,
-                        leaver: Leaver::User(UserId(user)),
-                        trace_id: None,
-                    };
-                    commands::leave(tx.as_tx(), &cmd).map(|_| ())
-                })
-                .await
-                .unwrap();
+            user_leaves(store.as_ref(), t, c, UserId(user)).await.unwrap();
             store.round_trips() - before
         }
     };
@@ -581,37 +590,13 @@ async fn pg_only_a_leave_is_two_round_trips_with_or_without_a_webhook() {
 async fn concurrent_leaves_of_one_user_apply_once() {
     let db = testing::fresh_store().await;
     let store = db.store.clone();
-    let (t, c) = store
-        .write(|tx| {
-            let t = tx.insert_tenant("acme", "Acme")?;
-            for i in 1..=6 {
-                tx.insert_user(testing::person(t.id, i))?;
-            }
-            let members = (2..=6).map(|i| MemberRef::Id(UserId(i))).collect();
-            let chat = testing::group(t.id, Network::Internal, Creator::User(UserId(1)), members);
-            let (chat, _) = commands::create_chat(tx.as_tx(), &chat)?;
-            Ok((t.id, chat.id))
-        })
-        .await
-        .unwrap();
+    let (t, c) = six_person_group(store.as_ref()).await;
     for round in 0..5 {
         let user = UserId(2 + round);
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let store = store.clone();
-                tokio::spawn(async move {
-                    store
-                        .write(move |tx| {
-                            let cmd = Leave {
-                                tenant: t,
-                                chat: c,
-                                leaver: Leaver::User(user),
-                                trace_id: None,
-                            };
-                            commands::leave(tx.as_tx(), &cmd).map(|_| ())
-                        })
-                        .await
-                })
+                tokio::spawn(async move { user_leaves(store.as_ref(), t, c, user).await })
             })
             .collect();
         let mut ok = 0;

@@ -451,6 +451,10 @@ async fn in_order<F: std::future::Future>(futures: impl IntoIterator<Item = F>) 
     all.iter_mut().filter_map(|f| f.as_mut().take_output()).collect()
 }
 
+fn read_rows(rows: Vec<tokio_postgres::Row>) -> TxResult<Vec<SqlRow>> {
+    rows.iter().map(read_row).collect::<Result<Vec<_>, _>>().map_err(pg_err)
+}
+
 /// The parameters as the driver takes them.
 pub(crate) fn refs(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
@@ -466,8 +470,7 @@ impl Conn for PgConn<'_> {
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>> {
-        let rows = self.run(&[sql], async |c, st| c.query(&st[0], &refs(params)).await)?;
-        rows.iter().map(read_row).collect::<Result<Vec<_>, _>>().map_err(pg_err)
+        read_rows(self.run(&[sql], async |c, st| c.query(&st[0], &refs(params)).await)?)
     }
 
     /// Both in one flight: PostgreSQL starts the second once the first is
@@ -478,8 +481,7 @@ impl Conn for PgConn<'_> {
             let (a, b) = tokio::join!(biased; c.query(&st[0], &p1), c.query(&st[1], &p2));
             Ok((a?, b?))
         })?;
-        let rows = |r: Vec<tokio_postgres::Row>| r.iter().map(read_row).collect::<Result<Vec<_>, _>>().map_err(pg_err);
-        Ok((rows(a)?, rows(b)?))
+        Ok((read_rows(a)?, read_rows(b)?))
     }
 
     fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64> {
@@ -643,6 +645,31 @@ mod tests {
         })
         .await;
         assert_eq!(out, Ok(Err(CoreError::Conflict("tenants_slug_key".into()))));
+        assert_eq!(slugs(&store).await, Vec::<String>::new());
+    }
+
+    /// A deferred statement whose parameters cannot be sent as its types
+    /// stops the flight before anything goes out: the driver would skip it
+    /// and still send the `COMMIT` behind it, committing the job without
+    /// it. Rolled back as the store does, the job leaves nothing.
+    #[tokio::test]
+    async fn pg_only_a_deferred_statement_that_cannot_be_encoded_sends_no_commit() {
+        let (out, store) = with_conn(|c| {
+            c.exec(INSERT, &tenant(1, "a"))?;
+            let trips = c.round_trips;
+            c.exec_deferred(INSERT, &[Val::Real(2.5), Val::Text("b".into())])?;
+            let committed = c.finish(true);
+            let sent = c.round_trips - trips;
+            c.finish(false)?;
+            Ok::<_, CoreError>((committed, sent))
+        })
+        .await;
+        let (committed, sent) = out.expect("the job");
+        assert!(
+            matches!(&committed, Err(CoreError::Internal(m)) if m.starts_with("cannot bind Real(2.5) as int8")),
+            "{committed:?}"
+        );
+        assert_eq!(sent, 0, "no flight went out");
         assert_eq!(slugs(&store).await, Vec::<String>::new());
     }
 
