@@ -77,6 +77,17 @@ enum Cmd {
         pid: Option<u32>,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Vibecode and Bitrix: the tenant's slug (default: a new random
+        /// one per run).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Vibecode and Bitrix: do not provision; `--tenant` names a world
+        /// provisioned before with the same `--workload`, `--chats` and
+        /// `--members` and no leaves yet (a copy of its database, so that
+        /// a large world is provisioned once). `--requests 0` provisions
+        /// and exits.
+        #[arg(long, requires = "tenant")]
+        reuse: bool,
     },
     /// SIGKILL a confab at random moments under load; check nothing
     /// acknowledged is lost and nothing is half-applied.
@@ -286,6 +297,8 @@ async fn load(
     requests: usize,
     pid: Option<u32>,
     out: Option<std::path::PathBuf>,
+    tenant: Option<String>,
+    reuse: bool,
 ) -> anyhow::Result<()> {
     let (chats, members) = match workload {
         Workload::Scattered => (chats.unwrap_or(10_000), members.unwrap_or(20)),
@@ -299,12 +312,18 @@ async fn load(
         );
     }
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
-    let slug = format!("bench{}", rand::random::<u32>());
+    let slug = tenant.unwrap_or_else(|| format!("bench{}", rand::random::<u32>()));
     let t = Instant::now();
-    provision(&client, &base, &token, &slug, chats, members)
-        .await
-        .context("provisioning")?;
+    if !reuse {
+        provision(&client, &base, &token, &slug, chats, members)
+            .await
+            .context("provisioning")?;
+    }
     let provision_s = t.elapsed().as_secs_f64();
+    if requests == 0 {
+        println!("provisioned tenant {slug}: {chats} chats x {members} members in {provision_s:.1} s");
+        return Ok(());
+    }
     // On stderr at once, so a profiler can start measuring here.
     eprintln!("ready: provisioned in {provision_s:.1} s; measuring");
     let pairs: Vec<(usize, usize)> = match workload {
@@ -459,6 +478,8 @@ fn main() -> anyhow::Result<()> {
             rate,
             pid,
             json,
+            tenant,
+            reuse,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -476,8 +497,13 @@ fn main() -> anyhow::Result<()> {
                     requests,
                     pid,
                     json,
+                    tenant,
+                    reuse,
                 ))?;
             } else {
+                if tenant.is_some() {
+                    bail!("--tenant and --reuse are for the vibecode and bitrix faces");
+                }
                 rt.block_on(imessage::load(
                     base,
                     admin_token,

@@ -528,6 +528,26 @@ async fn user_leaves(store: &dyn Store, t: TenantId, c: ChatId, user: UserId) ->
         .await
 }
 
+/// An active webhook subscription of tenant `t` for every event kind, to
+/// a port nobody listens on, limited to `lines` when there are any.
+fn webhook(t: TenantId, id: &str, lines: Vec<String>) -> Subscription {
+    Subscription {
+        id: id.into(),
+        tenant_id: t,
+        face: "linq".into(),
+        target_url: "http://127.0.0.1:9/hook".into(),
+        events: vec![],
+        kinds: vec![],
+        lines,
+        subject_id: None,
+        secret: "s".into(),
+        extra: String::new(),
+        active: true,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
 /// On PostgreSQL a user's leave is two round trips: `BEGIN` with the
 /// chat's lock, the leaver's rows, the event's id and the tenant's
 /// subscriptions; then the closed membership, the event and its outbox rows
@@ -553,23 +573,7 @@ async fn pg_only_a_leave_is_two_round_trips_with_or_without_a_webhook() {
     assert_eq!(leave(3).await, 2);
 
     store
-        .write(move |tx| {
-            tx.insert_subscription(&Subscription {
-                id: "sub-1".into(),
-                tenant_id: t,
-                face: "chert".into(),
-                target_url: "http://127.0.0.1:9/hook".into(),
-                events: vec![],
-                kinds: vec![],
-                lines: vec![],
-                subject_id: None,
-                secret: "s".into(),
-                extra: String::new(),
-                active: true,
-                created_at: 0,
-                updated_at: 0,
-            })
-        })
+        .write(move |tx| tx.insert_subscription(&webhook(t, "sub-1", vec![])))
         .await
         .unwrap();
     leave(4).await;
@@ -619,4 +623,51 @@ async fn concurrent_leaves_of_one_user_apply_once() {
             .unwrap();
         assert_eq!((count, left), (5 - round as usize, 1), "round {round}");
     }
+}
+
+/// A contact's leave from an iMessage group queues the `left` event for the
+/// subscriptions of the group's line and for those without a line filter,
+/// not for another line's. (On PostgreSQL the line number and the
+/// subscriptions come with the chat's lock: this checks that path's filter.)
+#[tokio::test]
+async fn a_leave_is_queued_only_for_subscriptions_of_its_line() {
+    let w = imessage_world().await;
+    let t = w.tenant;
+    for (id, lines) in [
+        ("this-line", vec!["+15550000000".to_string()]),
+        ("other-line", vec!["+15559999999".to_string()]),
+        ("any-line", vec![]),
+    ] {
+        w.store
+            .write(move |tx| tx.insert_subscription(&webhook(t, id, lines)))
+            .await
+            .unwrap();
+    }
+    let c = w.chat;
+    let contact = w
+        .store
+        .read(move |tx| {
+            let members = tx.active_members(t, c)?;
+            let mut contacts = Vec::new();
+            for m in members {
+                let u = tx.user(t, m.user_id)?.ok_or(CoreError::UserNotFound)?;
+                if u.kind != UserKind::Line {
+                    contacts.push(u.id);
+                }
+            }
+            Ok(contacts[0])
+        })
+        .await
+        .unwrap();
+    user_leaves(w.store.as_ref(), t, c, contact).await.unwrap();
+    let mut queued: Vec<String> = w
+        .store
+        .read(move |tx| tx.deliveries(Some(t), None, 100))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.subscription_id)
+        .collect();
+    queued.sort();
+    assert_eq!(queued, ["any-line", "this-line"]);
 }

@@ -355,6 +355,29 @@ impl PgConn<'_> {
     }
 }
 
+impl PgConn<'_> {
+    /// Ends a job whose answer is `out`: a write job that succeeded
+    /// commits; anything else rolls back. If the commit fails before it
+    /// went out (a deferred statement that cannot be sent), the
+    /// transaction is still open: it is rolled back too, or the pool would
+    /// hand the connection on inside it, and the next job's `COMMIT` would
+    /// commit this one's writes.
+    fn end<T>(&mut self, out: Result<T, CoreError>) -> Result<T, CoreError> {
+        match out {
+            Ok(v) if !self.read_only => self.finish(true).map(|()| v).inspect_err(|_| {
+                let _ = self.finish(false);
+            }),
+            other => {
+                // A connection is never returned to the pool inside a
+                // transaction: if this fails, the connection is broken and
+                // the pool discards it.
+                let _ = self.finish(false);
+                other
+            }
+        }
+    }
+}
+
 impl ToSql for Val {
     fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match (self, ty) {
@@ -489,6 +512,12 @@ impl Conn for PgConn<'_> {
     }
 
     fn exec_deferred(&mut self, sql: &str, params: &[Val]) -> TxResult<()> {
+        // A read job never commits: its deferred writes would be dropped
+        // without a word, where a plain write fails in a READ ONLY
+        // transaction.
+        if self.read_only {
+            return Err(CoreError::Internal("a write in a read-only transaction".into()));
+        }
         self.deferred.push((dollar_placeholders(sql), params.to_vec()));
         Ok(())
     }
@@ -526,21 +555,7 @@ impl Store for PgStore {
                 (out, tx.into_conn())
             };
             let mut conn = conn;
-            let out = match out {
-                // If the commit fails before it went out, the transaction is
-                // still open: roll it back, or the pool would hand the
-                // connection on inside it.
-                Ok(v) if !read => conn.finish(true).map(|()| v).inspect_err(|_| {
-                    let _ = conn.finish(false);
-                }),
-                other => {
-                    // A connection is never returned to the pool inside a
-                    // transaction: if this fails, the connection is broken
-                    // and the pool discards it.
-                    let _ = conn.finish(false);
-                    other
-                }
-            };
+            let out = conn.end(out);
             round_trips.fetch_add(conn.round_trips, Ordering::Relaxed);
             if !read {
                 crate::stats::PG_ROUND_TRIPS.observe(conn.round_trips as f64);
@@ -670,6 +685,53 @@ mod tests {
             "{committed:?}"
         );
         assert_eq!(sent, 0, "no flight went out");
+        assert_eq!(slugs(&store).await, Vec::<String>::new());
+    }
+
+    /// A job whose commit cannot go out (a deferred statement that cannot
+    /// be sent) is rolled back at its end, so the connection goes back to
+    /// the pool outside any transaction: the insert made after it commits
+    /// on its own, and the job's own insert is gone. Without the rollback
+    /// that insert would join the job's open transaction and never commit.
+    #[tokio::test]
+    async fn pg_only_a_job_whose_commit_cannot_go_out_is_rolled_back() {
+        let (out, store) = with_conn(|c| {
+            c.exec(INSERT, &tenant(1, "a"))?;
+            c.exec_deferred(INSERT, &[Val::Real(2.5), Val::Text("b".into())])?;
+            let ended = c.end(Ok(()));
+            let after = c.h.block_on(c.client.execute(
+                "INSERT INTO tenants (id, slug, name, created_at) VALUES (3, 'z', 'T', 0)",
+                &[],
+            ));
+            Ok::<_, CoreError>((ended, after.ok()))
+        })
+        .await;
+        let (ended, after) = out.expect("the job");
+        assert!(
+            matches!(&ended, Err(CoreError::Internal(m)) if m.starts_with("cannot bind Real(2.5) as int8")),
+            "{ended:?}"
+        );
+        assert_eq!(after, Some(1));
+        assert_eq!(slugs(&store).await, ["z"], "only the insert made after the job");
+    }
+
+    /// A read job cannot defer a write (it would never be sent).
+    #[tokio::test]
+    async fn pg_only_a_read_job_cannot_defer_a_write() {
+        let (out, store) = with_conn(|c| {
+            c.read_only = true;
+            let deferred = c.exec_deferred(INSERT, &tenant(1, "a"));
+            let ended = c.end(Ok(()));
+            Ok::<_, CoreError>((deferred, ended))
+        })
+        .await;
+        assert_eq!(
+            out,
+            Ok((
+                Err(CoreError::Internal("a write in a read-only transaction".into())),
+                Ok(())
+            ))
+        );
         assert_eq!(slugs(&store).await, Vec::<String>::new());
     }
 
