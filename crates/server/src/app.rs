@@ -41,14 +41,18 @@ fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// Layers that answer before a face sees the request (body too large,
 /// timeout) produce empty bodies; give them a JSON one.
-async fn json_for_bare_errors(res: Response) -> Response {
+async fn json_for_bare_errors<B>(res: Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if is_json {
-        return res;
+        return res.into_response();
     }
     match res.status() {
         StatusCode::PAYLOAD_TOO_LARGE => error_body(
@@ -57,7 +61,7 @@ async fn json_for_bare_errors(res: Response) -> Response {
             "request body exceeds the size limit",
         ),
         StatusCode::REQUEST_TIMEOUT => error_body(StatusCode::REQUEST_TIMEOUT, "timeout", "the request took too long"),
-        _ => res,
+        _ => res.into_response(),
     }
 }
 
@@ -121,6 +125,13 @@ pub fn loggable_path(path: &str) -> String {
 }
 
 /// Wraps any router in confab's cross-cutting layers.
+///
+/// The layers wrap the router once, as one service, instead of through
+/// `Router::layer`, which wraps every route in each of them: a route's
+/// service is cloned for every request, and with seven layers each a boxed
+/// route of its own, that was some forty allocations per request (callgrind,
+/// BENCHMARKS.md, session 8). Nothing here needs the matched route; the
+/// metrics layer, which does, stays on the routes (see `build`).
 pub fn with_layers(router: Router, limits: &HttpLimits) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
         let id = req
@@ -130,18 +141,21 @@ pub fn with_layers(router: Router, limits: &HttpLimits) -> Router {
             .unwrap_or("-");
         tracing::info_span!("request", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
     });
-    router
-        .layer(RequestBodyLimitLayer::new(limits.body_limit))
-        .layer(CatchPanicLayer::custom(panic_response))
+    // Outermost first.
+    let service = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(trace)
+        // Outside the limit and timeout layers, which answer on their own.
+        .layer(axum::middleware::map_response(json_for_bare_errors))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
-        // Outside the limit and timeout layers, which answer on their own.
-        .layer(axum::middleware::map_response(json_for_bare_errors))
-        .layer(trace)
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(RequestBodyLimitLayer::new(limits.body_limit))
+        .service(router);
+    Router::new().fallback_service(service)
 }
 
 #[cfg(test)]
