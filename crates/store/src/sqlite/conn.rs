@@ -1,20 +1,65 @@
-//! [`Conn`] over one rusqlite transaction.
+//! [`Conn`] over one SQLite transaction, and the transaction itself.
 
 use super::db_err;
 use crate::sql::{Conn, Dialect, SqlRow, SqlTx, Val};
 use confab_core::tx::TxResult;
 use confab_core::Timestamp;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::Transaction;
+use rusqlite::Connection;
+
+/// A transaction on `conn`, begun and ended with statements prepared once
+/// per connection: rusqlite's `Transaction` runs `execute_batch`, which
+/// parses `BEGIN`, `COMMIT` or `ROLLBACK` anew every time (some 4,000
+/// instructions each, two per read job; BENCHMARKS.md, session 8). Rolled
+/// back when dropped unless committed, as a failed `COMMIT` is.
+pub struct Txn<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> Txn<'c> {
+    /// `begin` is the statement that opens it (`BEGIN`, `BEGIN IMMEDIATE`).
+    pub fn begin(conn: &'c Connection, begin: &str) -> rusqlite::Result<Txn<'c>> {
+        run_cached(conn, begin)?;
+        Ok(Txn { conn })
+    }
+
+    pub fn commit(self) -> rusqlite::Result<()> {
+        run_cached(self.conn, "COMMIT")
+        // Dropped here: if COMMIT failed and left the transaction open, it
+        // is rolled back.
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = run_cached(self.conn, "ROLLBACK");
+        }
+    }
+}
+
+impl std::ops::Deref for Txn<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// Runs a statement without parameters or rows, prepared once per connection.
+pub fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql).and_then(|mut st| st.execute([])).map(|_| ())
+}
 
 pub struct SqliteConn<'a> {
-    t: &'a Transaction<'a>,
+    t: &'a Connection,
 }
 
 /// The store's transaction port over SQLite.
 pub type SqliteTx<'a> = SqlTx<SqliteConn<'a>>;
 
-pub fn sqlite_tx<'a>(t: &'a Transaction<'a>, now: Timestamp) -> SqliteTx<'a> {
+/// `t` is inside a transaction ([`Txn`]).
+pub fn sqlite_tx(t: &Connection, now: Timestamp) -> SqliteTx<'_> {
     SqlTx::new(SqliteConn { t }, now)
 }
 

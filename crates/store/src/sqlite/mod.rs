@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use conn::{column, sqlite_tx, SqliteTx};
+use conn::{run_cached, Txn};
 
 /// Versioned migrations, applied in order; `PRAGMA user_version` records
 /// the last one applied.
@@ -112,7 +113,7 @@ const GROUP_COMMIT_MAX: usize = 128;
 /// a commit failure fails every job of the group, none is half-applied.
 /// While the syncer waits for the disk, the writer runs the next group.
 fn writer_loop(
-    mut conn: Connection,
+    conn: Connection,
     jobs: std::sync::mpsc::Receiver<WriteJob>,
     mut checkpoints: checkpoint::Checkpoints,
     durability: Arc<durable::Durability>,
@@ -135,7 +136,7 @@ fn writer_loop(
         }
         let started = std::time::Instant::now();
         crate::stats::GROUP_COMMIT.observe(group.len() as f64);
-        let t = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        let t = match Txn::begin(&conn, "BEGIN IMMEDIATE") {
             Ok(t) => t,
             Err(e) => {
                 let err = db_err(e);
@@ -150,7 +151,7 @@ fn writer_loop(
         for (job, reply) in group {
             // Prepared once per connection: parsing these two statements
             // for every command cost more than some of the commands.
-            let savepoint = |sql: &str| t.prepare_cached(sql).and_then(|mut st| st.execute([])).map(|_| ());
+            let savepoint = |sql: &str| run_cached(&t, sql);
             let outcome = match savepoint("SAVEPOINT cmd") {
                 Err(e) => Err(db_err(e)),
                 Ok(()) => {
@@ -160,7 +161,7 @@ fn writer_loop(
                     let ended = if out.is_ok() {
                         savepoint("RELEASE cmd")
                     } else {
-                        t.execute_batch("ROLLBACK TO cmd; RELEASE cmd")
+                        savepoint("ROLLBACK TO cmd").and_then(|()| savepoint("RELEASE cmd"))
                     };
                     match ended {
                         Ok(()) => out,
@@ -382,12 +383,10 @@ impl Store for SqliteStore {
                     let started = std::time::Instant::now();
                     let _timer = Timer(started);
                     let (out, visible) = {
-                        let mut conn = readers[i]
+                        let conn = readers[i]
                             .lock()
                             .map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
-                        let t = conn
-                            .transaction_with_behavior(TransactionBehavior::Deferred)
-                            .map_err(db_err)?;
+                        let t = Txn::begin(&conn, "BEGIN").map_err(db_err)?;
                         // Take the snapshot now (any read of the file does), so
                         // the groups it can see are known: nothing is shown
                         // before it is on disk.
