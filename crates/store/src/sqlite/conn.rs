@@ -9,8 +9,8 @@ use rusqlite::Connection;
 
 /// A transaction on `conn`, begun and ended with statements prepared once
 /// per connection: rusqlite's `Transaction` runs `execute_batch`, which
-/// parses `BEGIN`, `COMMIT` or `ROLLBACK` anew every time (some 4,000
-/// instructions each, two per read job; BENCHMARKS.md, session 8). Rolled
+/// parses `BEGIN`, `COMMIT` or `ROLLBACK` anew every time (the parsing
+/// was 4,500 instructions per concentrated leave; BENCHMARKS.md, session 8). Rolled
 /// back when dropped unless committed, as a failed `COMMIT` is.
 pub struct Txn<'c> {
     conn: &'c Connection,
