@@ -58,6 +58,16 @@ impl<T: ToVal> ToVal for Option<T> {
     }
 }
 
+/// SQL built once from the column lists (`format!` with constants only),
+/// as a `&'static str`: building it at every call cost an allocation and
+/// a formatting pass per statement.
+macro_rules! sql {
+    ($($fmt:tt)*) => {{
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!($($fmt)*));
+        SQL.as_str()
+    }};
+}
+
 /// `p![a, b]`: the parameters of one statement.
 #[macro_export]
 macro_rules! p {
@@ -546,7 +556,7 @@ impl<C: Conn> SqlTx<C> {
     fn enqueue_deliveries(&mut self, event: &Event) -> TxResult<()> {
         let e = &event.event;
         let subs = self.many(
-            &format!("SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = ?1 AND active = TRUE"),
+            sql!("SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = ?1 AND active = TRUE"),
             p![e.tenant_id.0],
             sub_row,
         )?;
@@ -587,7 +597,7 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>> {
         self.one(
-            &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id = ?2"),
+            sql!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id = ?2"),
             p![tenant.0, id.0],
             chat_row,
         )
@@ -595,7 +605,7 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn chat_by_uuid(&mut self, tenant: TenantId, uuid: Uuid) -> TxResult<Option<Chat>> {
         self.one(
-            &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND uuid = ?2"),
+            sql!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND uuid = ?2"),
             p![tenant.0, uuid.to_string()],
             chat_row,
         )
@@ -607,12 +617,12 @@ impl<C: Conn> Tx for SqlTx<C> {
         // the row lock serializes commands on this chat across connections
         // and nodes until the transaction ends. The active count comes
         // along for the rules.
-        let lock = if self.c.row_locks() { " FOR UPDATE" } else { "" };
-        let found = self.one(
-            &format!("SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2{lock}"),
-            p![tenant.0, id.0],
-            |r| Ok((chat_row(r)?, r.get::<i64>(10)?)),
-        )?;
+        let sql = if self.c.row_locks() {
+            sql!("SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE")
+        } else {
+            sql!("SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2")
+        };
+        let found = self.one(sql, p![tenant.0, id.0], |r| Ok((chat_row(r)?, r.get::<i64>(10)?)))?;
         Ok(found.map(|(chat, count)| {
             self.forget_count(tenant, id);
             self.counts.push(((tenant.0, id.0), count));
@@ -710,7 +720,7 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
         self.many(
-            &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND ended = 0 ORDER BY seq"),
+            sql!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND ended = 0 ORDER BY seq"),
             p![tenant.0, chat.0],
             member_row,
         )
@@ -747,7 +757,7 @@ impl<C: Conn> Tx for SqlTx<C> {
             }
         }
         self.one(
-            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?2"),
+            sql!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?2"),
             p![tenant.0, id.0],
             user_row,
         )
@@ -755,7 +765,7 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn user_by_handle(&mut self, tenant: TenantId, handle: &str) -> TxResult<Option<User>> {
         self.one(
-            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND handle = ?2"),
+            sql!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND handle = ?2"),
             p![tenant.0, handle],
             user_row,
         )
@@ -763,7 +773,7 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn bots_of_app(&mut self, tenant: TenantId, app: AppId) -> TxResult<Vec<User>> {
         self.many(
-            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND app_id = ?2 AND kind = 'bot' ORDER BY id"),
+            sql!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND app_id = ?2 AND kind = 'bot' ORDER BY id"),
             p![tenant.0, app.0],
             user_row,
         )
@@ -771,7 +781,7 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn line(&mut self, tenant: TenantId, id: LineId) -> TxResult<Option<Line>> {
         self.one(
-            &format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND id = ?2"),
+            sql!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND id = ?2"),
             p![tenant.0, id.0],
             line_row,
         )
@@ -779,7 +789,7 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn line_by_number(&mut self, tenant: TenantId, number: &str) -> TxResult<Option<Line>> {
         self.one(
-            &format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND phone_number = ?2"),
+            sql!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND phone_number = ?2"),
             p![tenant.0, number],
             line_row,
         )
@@ -822,7 +832,7 @@ impl<C: Conn> Tx for SqlTx<C> {
             created_at: c.created_at,
         };
         self.exec(
-            &format!("INSERT INTO chats ({CHAT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            sql!("INSERT INTO chats ({CHAT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
             p![
                 chat.tenant_id.0,
                 chat.id.0,
@@ -862,7 +872,7 @@ impl<C: Conn> Tx for SqlTx<C> {
             app_id: u.app_id,
         };
         self.exec(
-            &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            sql!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
             p![
                 user.tenant_id.0,
                 user.id.0,
@@ -1143,7 +1153,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn users(&mut self, tenant: TenantId) -> TxResult<Vec<User>> {
         self.many(
-            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 ORDER BY id"),
+            sql!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 ORDER BY id"),
             p![tenant.0],
             user_row,
         )
@@ -1185,7 +1195,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn lines(&mut self, tenant: TenantId) -> TxResult<Vec<Line>> {
         self.many(
-            &format!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 ORDER BY id"),
+            sql!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 ORDER BY id"),
             p![tenant.0],
             line_row,
         )
@@ -1193,7 +1203,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn chats(&mut self, tenant: TenantId) -> TxResult<Vec<Chat>> {
         self.many(
-            &format!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 ORDER BY id"),
+            sql!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 ORDER BY id"),
             p![tenant.0],
             chat_row,
         )
@@ -1212,7 +1222,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
         self.many(
-            &format!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY seq"),
+            sql!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY seq"),
             p![tenant.0, chat.0],
             member_row,
         )
@@ -1261,12 +1271,12 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     fn events(&mut self, tenant: TenantId, chat: Option<ChatId>) -> TxResult<Vec<Event>> {
         match chat {
             Some(c) => self.many(
-                &format!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY id"),
+                sql!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND chat_id = ?2 ORDER BY id"),
                 p![tenant.0, c.0],
                 event_row,
             ),
             None => self.many(
-                &format!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 ORDER BY id"),
+                sql!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 ORDER BY id"),
                 p![tenant.0],
                 event_row,
             ),
@@ -1301,7 +1311,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>> {
         self.one(
-            &format!("SELECT {CRED_COLS} FROM credentials WHERE kind = ?1 AND secret_hash = ?2"),
+            sql!("SELECT {CRED_COLS} FROM credentials WHERE kind = ?1 AND secret_hash = ?2"),
             p![kind.as_str(), secret_hash],
             cred_row,
         )
@@ -1309,7 +1319,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn credentials(&mut self, tenant: TenantId) -> TxResult<Vec<Credential>> {
         self.many(
-            &format!("SELECT {CRED_COLS} FROM credentials WHERE tenant_id = ?1 ORDER BY id"),
+            sql!("SELECT {CRED_COLS} FROM credentials WHERE tenant_id = ?1 ORDER BY id"),
             p![tenant.0],
             cred_row,
         )
@@ -1388,7 +1398,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         self.next_event = None;
         let (events, kinds) = sub_columns(sub)?;
         self.exec(
-            &format!("INSERT INTO subscriptions ({SUB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+            sql!("INSERT INTO subscriptions ({SUB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
             p![
                 sub.id,
                 sub.tenant_id.0,
@@ -1428,7 +1438,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn subscription(&mut self, id: &str) -> TxResult<Option<Subscription>> {
         self.one(
-            &format!("SELECT {SUB_COLS} FROM subscriptions WHERE id = ?1"),
+            sql!("SELECT {SUB_COLS} FROM subscriptions WHERE id = ?1"),
             p![id],
             sub_row,
         )
@@ -1436,7 +1446,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn subscriptions(&mut self, tenant: TenantId, face: &str) -> TxResult<Vec<Subscription>> {
         self.many(
-            &format!("SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = ?1 AND face = ?2 ORDER BY created_at, id"),
+            sql!("SELECT {SUB_COLS} FROM subscriptions WHERE tenant_id = ?1 AND face = ?2 ORDER BY created_at, id"),
             p![tenant.0, face],
             sub_row,
         )
@@ -1444,7 +1454,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn event(&mut self, id: EventId) -> TxResult<Option<Event>> {
         self.one(
-            &format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"),
+            sql!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"),
             p![id.0],
             event_row,
         )
@@ -1486,7 +1496,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         limit: usize,
     ) -> TxResult<Vec<Delivery>> {
         self.many(
-            &format!(
+            sql!(
                 "SELECT {DELIVERY_COLS} FROM outbox WHERE (CAST(?1 AS BIGINT) IS NULL OR tenant_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3"
             ),
             p![tenant.map(|t| t.0), status.map(|s| s.as_str()), limit as i64],
@@ -1496,7 +1506,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn delivery(&mut self, id: i64) -> TxResult<Option<Delivery>> {
         self.one(
-            &format!("SELECT {DELIVERY_COLS} FROM outbox WHERE id = ?1"),
+            sql!("SELECT {DELIVERY_COLS} FROM outbox WHERE id = ?1"),
             p![id],
             delivery_row,
         )
@@ -1543,7 +1553,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn insert_operation(&mut self, op: &Operation) -> TxResult<()> {
         self.exec(
-            &format!("INSERT INTO operations ({OP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            sql!("INSERT INTO operations ({OP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
             p![
                 op.trace_id,
                 op.tenant_id.0,
@@ -1561,7 +1571,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
 
     fn operation(&mut self, tenant: TenantId, trace_id: &str) -> TxResult<Option<Operation>> {
         self.one(
-            &format!("SELECT {OP_COLS} FROM operations WHERE tenant_id = ?1 AND trace_id = ?2"),
+            sql!("SELECT {OP_COLS} FROM operations WHERE tenant_id = ?1 AND trace_id = ?2"),
             p![tenant.0, trace_id],
             op_row,
         )

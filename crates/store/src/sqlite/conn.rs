@@ -1,11 +1,90 @@
-//! [`Conn`] over one SQLite transaction, and the transaction itself.
+//! [`Conn`] over one SQLite transaction, the transaction itself, and the
+//! connection's prepared statements.
 
 use super::db_err;
 use crate::sql::{Conn, Dialect, SqlRow, SqlTx, Val};
 use confab_core::tx::TxResult;
 use confab_core::Timestamp;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::Connection;
+use rusqlite::{Connection, PrepFlags, Statement};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Statements one connection keeps prepared at most; past it they are all
+/// finalized and prepared again as they come (only SQL built from run-time
+/// values could get there: confab's own is a few dozen statements).
+const MOST_STATEMENTS: usize = 256;
+
+/// A connection with its prepared statements.
+///
+/// rusqlite's own statement cache (`prepare_cached`) hashes the SQL text
+/// with SipHash twice per use, copies it into a new `Arc<str>` and moves an
+/// LRU node: about 1,500 instructions per statement, some 15,000 per leave
+/// and `/healthz` (callgrind, BENCHMARKS.md, session 9). Here a statement
+/// is found by its text with a cheap hash and stays where it is.
+pub struct Prepared {
+    // Declared before `conn`, so dropped (finalized) first.
+    statements: RefCell<HashMap<Box<str>, Statement<'static>, rustc_hash::FxBuildHasher>>,
+    // Boxed: the statements refer to it, and it must not move.
+    conn: Box<Connection>,
+}
+
+// SAFETY: the statements belong to `conn` and move with it, as rusqlite's
+// own statement cache inside `Connection` does (it is `Send` for the same
+// reason); `Prepared` is never shared between threads without a lock
+// (`!Sync` through the `RefCell`).
+unsafe impl Send for Prepared {}
+
+impl Prepared {
+    pub fn new(conn: Connection) -> Self {
+        Prepared {
+            statements: RefCell::new(HashMap::default()),
+            conn: Box::new(conn),
+        }
+    }
+
+    /// The connection, for what runs once (pragmas, migrations).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs `f` on the statement for `sql`, prepared on first use. Each
+    /// rusqlite call `f` makes resets the statement when it is done with it
+    /// (`execute`, `insert`, and `Rows` when dropped), so the statement is
+    /// ready for its next use however `f` ends. `f` must not come back to
+    /// this connection's statements (it would find them borrowed).
+    fn with<R>(&self, sql: &str, f: impl FnOnce(&mut Statement<'_>) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
+        let mut statements = self.statements.borrow_mut();
+        if !statements.contains_key(sql) {
+            if statements.len() >= MOST_STATEMENTS {
+                statements.clear();
+            }
+            let st = self
+                .conn
+                .prepare_with_flags(sql, PrepFlags::SQLITE_PREPARE_PERSISTENT)?;
+            // SAFETY: the statement refers to `*self.conn`, which is boxed
+            // (it never moves) and outlives every statement (field order);
+            // it is never handed out with the `'static` lifetime (`f` sees
+            // it through a borrow of `self`).
+            let st: Statement<'static> = unsafe { std::mem::transmute::<Statement<'_>, Statement<'static>>(st) };
+            statements.insert(sql.into(), st);
+        }
+        let st = statements.get_mut(sql).expect("inserted above");
+        // SAFETY: shortens the lifetime to the borrow of `self`.
+        let st: &mut Statement<'_> = unsafe { std::mem::transmute::<&mut Statement<'static>, &mut Statement<'_>>(st) };
+        f(st)
+    }
+
+    /// Runs a statement without parameters or rows.
+    pub fn run(&self, sql: &str) -> rusqlite::Result<()> {
+        self.with(sql, |st| st.execute([])).map(|_| ())
+    }
+
+    /// The first column of the first row of a statement without parameters.
+    pub fn query_one<T: rusqlite::types::FromSql>(&self, sql: &str) -> rusqlite::Result<T> {
+        self.with(sql, |st| st.query_row([], |r| r.get(0)))
+    }
+}
 
 /// A transaction on `conn`, begun and ended with statements prepared once
 /// per connection: rusqlite's `Transaction` runs `execute_batch`, which
@@ -13,18 +92,18 @@ use rusqlite::Connection;
 /// was 4,500 instructions per concentrated leave; BENCHMARKS.md, session 8). Rolled
 /// back when dropped unless committed, as a failed `COMMIT` is.
 pub struct Txn<'c> {
-    conn: &'c Connection,
+    conn: &'c Prepared,
 }
 
 impl<'c> Txn<'c> {
     /// `begin` is the statement that opens it (`BEGIN`, `BEGIN IMMEDIATE`).
-    pub fn begin(conn: &'c Connection, begin: &str) -> rusqlite::Result<Txn<'c>> {
-        run_cached(conn, begin)?;
+    pub fn begin(conn: &'c Prepared, begin: &str) -> rusqlite::Result<Txn<'c>> {
+        conn.run(begin)?;
         Ok(Txn { conn })
     }
 
     pub fn commit(self) -> rusqlite::Result<()> {
-        run_cached(self.conn, "COMMIT")
+        self.conn.run("COMMIT")
         // Dropped here: if COMMIT failed and left the transaction open, it
         // is rolled back.
     }
@@ -32,34 +111,29 @@ impl<'c> Txn<'c> {
 
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
-        if !self.conn.is_autocommit() {
-            let _ = run_cached(self.conn, "ROLLBACK");
+        if !self.conn.conn.is_autocommit() {
+            let _ = self.conn.run("ROLLBACK");
         }
     }
 }
 
 impl std::ops::Deref for Txn<'_> {
-    type Target = Connection;
+    type Target = Prepared;
 
-    fn deref(&self) -> &Connection {
+    fn deref(&self) -> &Prepared {
         self.conn
     }
 }
 
-/// Runs a statement without parameters or rows, prepared once per connection.
-pub fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql).and_then(|mut st| st.execute([])).map(|_| ())
-}
-
 pub struct SqliteConn<'a> {
-    t: &'a Connection,
+    t: &'a Prepared,
 }
 
 /// The store's transaction port over SQLite.
 pub type SqliteTx<'a> = SqlTx<SqliteConn<'a>>;
 
 /// `t` is inside a transaction ([`Txn`]).
-pub fn sqlite_tx(t: &Connection, now: Timestamp) -> SqliteTx<'_> {
+pub fn sqlite_tx(t: &Prepared, now: Timestamp) -> SqliteTx<'_> {
     SqlTx::new(SqliteConn { t }, now)
 }
 
@@ -95,30 +169,36 @@ impl Conn for SqliteConn<'_> {
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> TxResult<Vec<SqlRow>> {
-        let mut st = self.t.prepare_cached(sql).map_err(db_err)?;
-        let n = st.column_count();
-        let mut rows = st.query(rusqlite::params_from_iter(params)).map_err(db_err)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(db_err)? {
-            let mut vals = Vec::with_capacity(n);
-            for i in 0..n {
-                vals.push(column(r.get_ref(i).map_err(db_err)?));
-            }
-            out.push(SqlRow(vals));
-        }
-        Ok(out)
+        self.t
+            .with(sql, |st| {
+                let n = st.column_count();
+                let mut rows = st.query(rusqlite::params_from_iter(params))?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    let mut vals = Vec::with_capacity(n);
+                    for i in 0..n {
+                        vals.push(column(r.get_ref(i)?));
+                    }
+                    out.push(SqlRow(vals));
+                }
+                Ok(out)
+            })
+            .map_err(db_err)
     }
 
     fn exec(&mut self, sql: &str, params: &[Val]) -> TxResult<u64> {
-        let mut st = self.t.prepare_cached(sql).map_err(db_err)?;
-        Ok(st.execute(rusqlite::params_from_iter(params)).map_err(db_err)? as u64)
+        self.t
+            .with(sql, |st| st.execute(rusqlite::params_from_iter(params)))
+            .map(|n| n as u64)
+            .map_err(db_err)
     }
 
     /// The rowid SQLite assigned: `RETURNING` would cost a temporary table
     /// per insert (the event insert of every command was its dearest
     /// statement).
     fn insert(&mut self, sql: &str, params: &[Val]) -> TxResult<i64> {
-        let mut st = self.t.prepare_cached(sql).map_err(db_err)?;
-        st.insert(rusqlite::params_from_iter(params)).map_err(db_err)
+        self.t
+            .with(sql, |st| st.insert(rusqlite::params_from_iter(params)))
+            .map_err(db_err)
     }
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use conn::{column, sqlite_tx, SqliteTx};
-use conn::{run_cached, Txn};
+use conn::{Prepared, Txn};
 
 /// Versioned migrations, applied in order; `PRAGMA user_version` records
 /// the last one applied.
@@ -73,7 +73,7 @@ pub struct SqliteStore {
     writer: Option<std::sync::mpsc::Sender<WriteJob>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     syncer_thread: Option<std::thread::JoinHandle<()>>,
-    readers: Arc<Vec<Mutex<Connection>>>,
+    readers: Arc<Vec<Mutex<Prepared>>>,
     next_reader: AtomicUsize,
     durability: Arc<durable::Durability>,
 }
@@ -113,7 +113,7 @@ const GROUP_COMMIT_MAX: usize = 128;
 /// a commit failure fails every job of the group, none is half-applied.
 /// While the syncer waits for the disk, the writer runs the next group.
 fn writer_loop(
-    conn: Connection,
+    conn: Prepared,
     jobs: std::sync::mpsc::Receiver<WriteJob>,
     mut checkpoints: checkpoint::Checkpoints,
     durability: Arc<durable::Durability>,
@@ -151,7 +151,7 @@ fn writer_loop(
         for (job, reply) in group {
             // Prepared once per connection: parsing these two statements
             // for every command cost more than some of the commands.
-            let savepoint = |sql: &str| run_cached(&t, sql);
+            let savepoint = |sql: &str| t.run(sql);
             let outcome = match savepoint("SAVEPOINT cmd") {
                 Err(e) => Err(db_err(e)),
                 Ok(()) => {
@@ -186,7 +186,7 @@ fn writer_loop(
                 let _ = reply.send(Err(CoreError::Unavailable("the SQLite syncer has stopped".into())));
             }
         }
-        checkpoints.after_commit(&conn);
+        checkpoints.after_commit(conn.conn());
     }
     // The syncer answers what it holds, then ends.
     drop(syncer);
@@ -259,9 +259,9 @@ impl SqliteStore {
         })?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            readers.push(Mutex::new(open(
+            readers.push(Mutex::new(Prepared::new(open(
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?));
+            )?)));
         }
         let durability = Arc::new(durable::Durability::default());
         // The file SQLite resolved (symbolic links followed): its WAL sits
@@ -276,7 +276,7 @@ impl SqliteStore {
         let d = durability.clone();
         let thread = std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx, checkpoints, d, syncer))
+            .spawn(move || writer_loop(Prepared::new(writer), rx, checkpoints, d, syncer))
             .map_err(|source| OpenError::Thread { what: "writer", source })?;
         Ok(SqliteStore {
             path,
@@ -390,9 +390,7 @@ impl Store for SqliteStore {
                         // Take the snapshot now (any read of the file does), so
                         // the groups it can see are known: nothing is shown
                         // before it is on disk.
-                        t.prepare_cached("PRAGMA schema_version")
-                            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
-                            .map_err(db_err)?;
+                        t.query_one::<i64>("PRAGMA schema_version").map_err(db_err)?;
                         let visible = durability.visible_bound();
                         let mut tx = sqlite_tx(&t, now());
                         let out = job(&mut tx);
@@ -419,7 +417,7 @@ impl Store for SqliteStore {
             let conn = readers[0]
                 .lock()
                 .map_err(|_| CoreError::Internal("reader lock poisoned".into()))?;
-            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)?;
+            conn.query_one::<i64>("SELECT 1").map_err(db_err)?;
             Ok(())
         })
         .await
