@@ -159,6 +159,11 @@ impl Worker {
     /// leaves nothing leased to wait for its lease to run out.
     pub fn spawn_until(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let me = Arc::new(self);
+        // Woken when this node queues work; the poll finds what other
+        // nodes queued, retries coming due and anything a wake-up missed.
+        // (A wake-up while busy is kept for the next idle wait, so none
+        // is lost; at worst it costs one empty round.)
+        let wakeup = me.store.worker_wakeup().unwrap_or_default();
         tokio::spawn(async move {
             // Stops when told to, or when the sender is gone (the task
             // that held it was aborted), busy or idle.
@@ -168,6 +173,7 @@ impl Worker {
                 if ops == 0 && sent == 0 {
                     tokio::select! {
                         _ = tokio::time::sleep(me.config.poll) => {}
+                        _ = wakeup.notified() => {}
                         changed = stop.changed() => {
                             if changed.is_err() {
                                 break;

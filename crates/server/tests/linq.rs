@@ -146,6 +146,35 @@ async fn subscribe(s: &TestServer, url: &str, events: &[&str], phones: Option<&[
     r.body
 }
 
+/// The commit that queues work wakes this node's worker: with a poll of a
+/// minute, the leave (an operation, then its outbox row) is carried out
+/// and announced within seconds, not at the next poll.
+#[tokio::test]
+async fn a_queued_leave_wakes_the_worker_before_its_next_poll() {
+    let slow = confab_delivery::DeliveryConfig {
+        poll: Duration::from_secs(60),
+        ..fast_delivery()
+    };
+    let s = TestServer::with_world_delivery(world(), slow).await;
+    let rx = Receiver::start(&[200]).await;
+    subscribe(&s, &rx.url, &["participant.removed"], None).await;
+    let id = uuid(&s, 1).await;
+    // The worker's first rounds found nothing: it is waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let r = linq(&s, Method::POST, &format!("/v3/chats/{id}/leave"), None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let trace = r.body["trace_id"].as_str().unwrap().to_string();
+    assert_eq!(settled(&s, &trace).await["status"], "done");
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].json()["trace_id"], trace);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the webhook waited for the worker's poll: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn leave_is_accepted_then_done_with_a_signed_participant_removed() {
     let s = server().await;

@@ -47,4 +47,7 @@ impl Store for FaultyStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
+    fn worker_wakeup(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.inner.worker_wakeup()
+    }
 }

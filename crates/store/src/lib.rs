@@ -16,6 +16,7 @@ use confab_core::tx::StoreTx;
 use confab_core::CoreError;
 use std::any::Any;
 use std::future::Future;
+use std::sync::Arc;
 
 pub use faulty::FaultyStore;
 pub use postgres::{PgOptions, PgStore};
@@ -42,6 +43,13 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), CoreError>;
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
+    /// Notified after a write that queued work for the delivery worker (an
+    /// outbox row, an operation, a replay) has committed, so that a worker
+    /// on this node starts at once instead of at its next poll. Work queued
+    /// by another node is found by polling.
+    fn worker_wakeup(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// Typed wrappers over [`Store::run`].

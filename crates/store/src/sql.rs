@@ -200,6 +200,9 @@ pub struct SqlTx<C: Conn> {
     /// `COMMIT` (see `Conn::exec_deferred`). Kept across the command's
     /// writes; forgotten when a subscription changes.
     next_event: Option<NextEvent>,
+    /// Set when the job queued work for the delivery worker (an outbox row,
+    /// an operation, a replay): the store wakes the worker after COMMIT.
+    wakes_worker: bool,
 }
 
 struct NextEvent {
@@ -223,7 +226,13 @@ impl<C: Conn> SqlTx<C> {
             counts: Vec::new(),
             prefetched: None,
             next_event: None,
+            wakes_worker: false,
         }
+    }
+
+    /// Whether the job queued work for the delivery worker.
+    pub fn wakes_worker(&self) -> bool {
+        self.wakes_worker
     }
 
     /// The connection back, once the job is done with the transaction.
@@ -580,6 +589,7 @@ impl<C: Conn> SqlTx<C> {
             let line_ok = sub.lines.is_empty() || line_number.as_ref().is_some_and(|n| sub.lines.contains(n));
             let subject_ok = sub.subject_id.is_none() || sub.subject_id == e.subject_id;
             if kind_ok && line_ok && subject_ok {
+                self.wakes_worker = true;
                 self.exec_deferred(
                     "INSERT INTO outbox (tenant_id, subscription_id, event_id, next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                     p![e.tenant_id.0, sub.id, event.id.0, now_ms, self.now],
@@ -1534,6 +1544,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
             "UPDATE outbox SET status = 'pending', next_attempt_at = ?2, claimed_until = NULL, updated_at = ?3 WHERE id = ?1",
             p![id, now_ms, self.now],
         )?;
+        self.wakes_worker |= n > 0;
         Ok(n > 0)
     }
 
@@ -1552,6 +1563,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     }
 
     fn insert_operation(&mut self, op: &Operation) -> TxResult<()> {
+        self.wakes_worker = true;
         self.exec(
             sql!("INSERT INTO operations ({OP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
             p![

@@ -123,12 +123,32 @@ impl TestServer {
         Self::start_on(db, HttpLimits::default(), None, None, |_| {}).await
     }
 
+    /// A server with this world applied whose delivery worker runs with
+    /// `delivery` instead of [`fast_delivery`].
+    pub async fn with_world_delivery(w: World, delivery: confab_delivery::DeliveryConfig) -> TestServer {
+        let db = confab_store::testing::fresh_store().await;
+        let s = Self::start_on_with(db, HttpLimits::default(), None, None, |_| {}, delivery).await;
+        s.apply(w).await;
+        s
+    }
+
     async fn start_on(
         db: confab_store::testing::TestDb,
         limits: HttpLimits,
         bucket: Option<BucketConfig>,
         operating: Option<f64>,
         tweak: impl FnOnce(&mut Shared),
+    ) -> TestServer {
+        Self::start_on_with(db, limits, bucket, operating, tweak, fast_delivery()).await
+    }
+
+    async fn start_on_with(
+        db: confab_store::testing::TestDb,
+        limits: HttpLimits,
+        bucket: Option<BucketConfig>,
+        operating: Option<f64>,
+        tweak: impl FnOnce(&mut Shared),
+        delivery: confab_delivery::DeliveryConfig,
     ) -> TestServer {
         let faults = Arc::new(FaultyStore::new(db.store.clone()));
         let store: Arc<dyn Store> = faults.clone();
@@ -140,8 +160,9 @@ impl TestServer {
         };
         tweak(&mut state);
         let state = AppState::from(state);
-        // The delivery worker, fast: retries 50 ms apart, 3 attempts.
-        let worker = confab_server::startup::spawn_worker(&state, fast_delivery());
+        // The delivery worker, fast unless asked otherwise: retries 50 ms
+        // apart, 3 attempts.
+        let worker = confab_server::startup::spawn_worker(&state, delivery);
         let router = app::build(state, &limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

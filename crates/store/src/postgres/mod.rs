@@ -83,6 +83,8 @@ pub struct PgStore {
     /// Round trips of this store's transactions so far (see
     /// [`PgStore::round_trips`]).
     round_trips: Arc<AtomicU64>,
+    /// See [`Store::worker_wakeup`].
+    wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl PgStore {
@@ -113,6 +115,7 @@ impl PgStore {
             pool,
             target,
             round_trips: Arc::default(),
+            wakeup: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -529,6 +532,7 @@ impl Store for PgStore {
         let client = self.pool.get().await.map_err(pool_err)?;
         let h = Handle::current();
         let round_trips = self.round_trips.clone();
+        let wakeup = self.wakeup.clone();
         let started = std::time::Instant::now();
         let out = tokio::task::spawn_blocking(move || {
             let read = mode == Mode::Read;
@@ -548,14 +552,18 @@ impl Store for PgStore {
                 deferred: Vec::new(),
                 round_trips: 0,
             };
-            let (out, conn) = {
+            let (out, conn, wakes_worker) = {
                 let mut tx = SqlTx::new(conn, now());
                 let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
                     .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())));
-                (out, tx.into_conn())
+                let wakes_worker = tx.wakes_worker();
+                (out, tx.into_conn(), wakes_worker)
             };
             let mut conn = conn;
             let out = conn.end(out);
+            if wakes_worker && out.is_ok() {
+                wakeup.notify_one();
+            }
             round_trips.fetch_add(conn.round_trips, Ordering::Relaxed);
             if !read {
                 crate::stats::PG_ROUND_TRIPS.observe(conn.round_trips as f64);
@@ -580,6 +588,10 @@ impl Store for PgStore {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn worker_wakeup(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.wakeup.clone())
     }
 }
 

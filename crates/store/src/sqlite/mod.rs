@@ -74,6 +74,8 @@ pub struct SqliteStore {
     writer_thread: Option<std::thread::JoinHandle<()>>,
     syncer_thread: Option<std::thread::JoinHandle<()>>,
     readers: Arc<Vec<Mutex<Prepared>>>,
+    /// See [`Store::worker_wakeup`]: notified by the writer.
+    wakeup: Arc<tokio::sync::Notify>,
     next_reader: AtomicUsize,
     durability: Arc<durable::Durability>,
 }
@@ -118,6 +120,7 @@ fn writer_loop(
     mut checkpoints: checkpoint::Checkpoints,
     durability: Arc<durable::Durability>,
     syncer: std::sync::mpsc::Sender<durable::Committed>,
+    wakeup: Arc<tokio::sync::Notify>,
 ) {
     let mut seq = 0u64;
     while let Ok(first) = jobs.recv() {
@@ -148,6 +151,7 @@ fn writer_loop(
         };
         let now = now();
         let mut answers = Vec::with_capacity(group.len());
+        let mut wakes_worker = false;
         for (job, reply) in group {
             // Prepared once per connection: parsing these two statements
             // for every command cost more than some of the commands.
@@ -158,6 +162,7 @@ fn writer_loop(
                     let mut tx = sqlite_tx(&t, now);
                     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
                         .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())));
+                    wakes_worker |= out.is_ok() && tx.wakes_worker();
                     let ended = if out.is_ok() {
                         savepoint("RELEASE cmd")
                     } else {
@@ -175,11 +180,18 @@ fn writer_loop(
         durability.issue(seq);
         let committed = t.commit();
         crate::stats::WRITE_TXN.observe(started.elapsed().as_secs_f64());
-        if let Err(e) = committed {
-            let err = db_err(e);
-            for (_, answer) in answers.iter_mut() {
-                *answer = Err(err.clone());
+        match committed {
+            Err(e) => {
+                let err = db_err(e);
+                for (_, answer) in answers.iter_mut() {
+                    *answer = Err(err.clone());
+                }
             }
+            // The worker's own claim is a write queued behind this group,
+            // answered once the group's fsync is done: it hands out nothing
+            // that is not durable.
+            Ok(()) if wakes_worker => wakeup.notify_one(),
+            Ok(()) => {}
         }
         if let Err(std::sync::mpsc::SendError(group)) = syncer.send(durable::Committed { seq, answers }) {
             for (reply, _) in group.answers {
@@ -274,9 +286,11 @@ impl SqliteStore {
             })?;
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         let d = durability.clone();
+        let wakeup = Arc::new(tokio::sync::Notify::new());
+        let w = wakeup.clone();
         let thread = std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
-            .spawn(move || writer_loop(Prepared::new(writer), rx, checkpoints, d, syncer))
+            .spawn(move || writer_loop(Prepared::new(writer), rx, checkpoints, d, syncer, w))
             .map_err(|source| OpenError::Thread { what: "writer", source })?;
         Ok(SqliteStore {
             path,
@@ -286,6 +300,7 @@ impl SqliteStore {
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
             durability,
+            wakeup,
         })
     }
 
@@ -426,6 +441,10 @@ impl Store for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn worker_wakeup(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.wakeup.clone())
     }
 }
 
