@@ -22,6 +22,7 @@ pub async fn load(
     base: String,
     token: String,
     linq: bool,
+    webhook: bool,
     concurrency: usize,
     requests: usize,
     rate: u64,
@@ -57,15 +58,21 @@ pub async fn load(
     }
     let provision_s = t.elapsed().as_secs_f64();
 
-    // Linq: a local receiver notes when each trace id's webhook arrives.
+    // A local receiver notes when each trace id's webhook arrives (Linq),
+    // and how many arrived and when the last did.
     let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    if linq {
-        let a = arrivals.clone();
+    let count: Arc<Mutex<(usize, Option<Instant>)>> = Arc::default();
+    if linq || webhook {
+        let (a, n) = (arrivals.clone(), count.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |body: axum::body::Bytes| {
-                let a = a.clone();
+                let (a, n) = (a.clone(), n.clone());
                 async move {
+                    if let Ok(mut n) = n.lock() {
+                        n.0 += 1;
+                        n.1 = Some(Instant::now());
+                    }
                     if let Ok(v) = serde_json::from_slice::<Value>(&body) {
                         if let Some(t) = v["trace_id"].as_str() {
                             if let Ok(mut a) = a.lock() {
@@ -97,6 +104,7 @@ pub async fn load(
     })
     .await;
     let accepted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let leaves_started = Instant::now();
     let (c2, b2, s2) = (client.clone(), base.clone(), slug.clone());
     let name = if linq { "linq leave accept" } else { "chert leave" };
     let leaves: Phase = if linq {
@@ -161,6 +169,20 @@ pub async fn load(
             percentile(&lat, 0.99)
         );
         report["webhook_ms"] = json!({"arrived": lat.len(), "accepted": acc.len(), "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99)});
+    }
+    if webhook && !linq {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count.lock().map(|n| n.0).unwrap_or(0) < leaves.ok && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (n, last) = count.lock().map(|n| *n).unwrap_or((0, None));
+        let secs = last.map_or(0.0, |l| l.duration_since(leaves_started).as_secs_f64());
+        println!(
+            "participant.removed webhooks: {n} of {} arrived, the last {secs:.2} s after the first leave ({:.0} leaves/s counted to it)",
+            leaves.ok,
+            n as f64 / secs.max(1e-9)
+        );
+        report["webhooks"] = json!({"arrived": n, "last_after_seconds": secs});
     }
     if let Some(mb) = peak_rss_mb(pid) {
         println!("server peak RSS: {mb:.1} MB");

@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(name = "confab-bench")]
@@ -88,11 +88,12 @@ enum Cmd {
         /// and exits.
         #[arg(long, requires = "tenant")]
         reuse: bool,
-        /// Vibecode and Bitrix: subscribe a webhook (through Linq's API)
-        /// before the leaves, so that each leave also writes an outbox row,
-        /// as the raw storage baseline's does; reports when the delivery
-        /// worker has worked through them (Linq announces only iMessage
-        /// chats: it records these as skipped, without sending them).
+        /// Chert: subscribe a receiver in this process to
+        /// `participant.removed` (through Linq's API) before the leaves, so
+        /// that each leave also writes an outbox row, as the raw storage
+        /// baseline's does, and is delivered; reports when the last webhook
+        /// arrived. (Linq's leaves always have one; no face announces a
+        /// user's leave from a Vibecode or Bitrix chat.)
         #[arg(long)]
         webhook: bool,
     },
@@ -255,7 +256,6 @@ async fn provision(
                 json!({"kind": "bitrix_webhook", "secret": format!("hook{slug}{u}"), "user": u, "scopes": ["im"]}),
             ]
         })
-        .chain([json!({"kind": "linq_api_key", "secret": format!("linq-{slug}")})])
         .collect();
     let base_world = json!({"tenants": [{"slug": slug, "users": users, "credentials": creds}]});
     let post = |w: Value| {
@@ -307,7 +307,6 @@ async fn load(
     out: Option<std::path::PathBuf>,
     tenant: Option<String>,
     reuse: bool,
-    webhook: bool,
 ) -> anyhow::Result<()> {
     let (chats, members) = match workload {
         Workload::Scattered => (chats.unwrap_or(10_000), members.unwrap_or(20)),
@@ -348,11 +347,7 @@ async fn load(
         c1.get(format!("{b1}/healthz"))
     })
     .await;
-    if webhook {
-        subscribe(&client, &base, &slug).await?;
-    }
     let (c2, b2, s2) = (client.clone(), base.clone(), slug.clone());
-    let leaves_started = Instant::now();
     let name = if face == Face::Bitrix {
         "bitrix im.chat.leave"
     } else {
@@ -369,10 +364,6 @@ async fn load(
         }
     })
     .await;
-    let drained = match webhook {
-        true => Some(outbox_drained(&client, &base, leaves_started).await?),
-        false => None,
-    };
     let ceiling = health.throughput();
     let rss = peak_rss_mb(pid);
     println!("workload {workload:?}: {chats} chats x {members} members, concurrency {concurrency}, provisioned in {provision_s:.1} s");
@@ -397,56 +388,14 @@ async fn load(
     if let Some(mb) = rss {
         println!("server peak RSS: {mb:.1} MB");
     }
-    if let Some(secs) = drained {
-        println!(
-            "outbox empty {secs:.2} s after the first leave ({:.0} leaves/s counted to then)",
-            leaves.ok as f64 / secs
-        );
-    }
     let report = json!({
         "workload": format!("{workload:?}").to_lowercase(), "chats": chats, "members": members, "concurrency": concurrency,
         "provision_seconds": provision_s, "phases": [health.json(ceiling), leaves.json(ceiling)], "server_peak_rss_mb": rss,
-        "outbox_empty_after_seconds": drained,
     });
     if let Some(path) = out {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
-}
-
-/// Subscribes a webhook to the tenant's `participant.removed` events
-/// through Linq's API. The subscription hears every chat of the tenant, so
-/// each leave writes an outbox row in its transaction (as the raw storage
-/// baseline's leave does); Linq announces only iMessage chats, so the
-/// delivery worker then records a Vibecode or Bitrix chat's row as skipped
-/// without sending it. The URL is never called.
-async fn subscribe(client: &reqwest::Client, base: &str, slug: &str) -> anyhow::Result<()> {
-    let r = client
-        .post(format!("{base}/api/partner/v3/webhook-subscriptions"))
-        .bearer_auth(format!("linq-{slug}"))
-        .json(&json!({"target_url": "http://127.0.0.1:9/hook", "subscribed_events": ["participant.removed"]}))
-        .send()
-        .await?;
-    anyhow::ensure!(r.status().is_success(), "webhook subscription failed: {}", r.status());
-    Ok(())
-}
-
-/// Seconds from `started` until the server's outbox is empty (polled on
-/// `/metrics`, at most 120 s).
-async fn outbox_drained(client: &reqwest::Client, base: &str, started: Instant) -> anyhow::Result<f64> {
-    while started.elapsed() < Duration::from_secs(120) {
-        let text = client.get(format!("{base}/metrics")).send().await?.text().await?;
-        let pending = text
-            .lines()
-            .find_map(|l| l.strip_prefix("confab_outbox_pending "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .context("no confab_outbox_pending on /metrics")?;
-        if pending == 0.0 {
-            return Ok(started.elapsed().as_secs_f64());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    bail!("the outbox was not empty 120 s after the first leave")
 }
 
 /// Scattered leaves: (chat, member) pairs taking one member from every chat
@@ -559,16 +508,19 @@ fn main() -> anyhow::Result<()> {
                     json,
                     tenant,
                     reuse,
-                    webhook,
                 ))?;
             } else {
-                if tenant.is_some() || webhook {
-                    bail!("--tenant, --reuse and --webhook are for the vibecode and bitrix faces");
+                if tenant.is_some() {
+                    bail!("--tenant and --reuse are for the vibecode and bitrix faces");
+                }
+                if webhook && face != Face::Chert {
+                    bail!("--webhook is for the chert face (linq's leaves always have a webhook)");
                 }
                 rt.block_on(imessage::load(
                     base,
                     admin_token,
                     face == Face::Linq,
+                    webhook,
                     concurrency,
                     requests,
                     rate,

@@ -425,6 +425,30 @@ pub struct Subscription {
     pub updated_at: Timestamp,
 }
 
+impl Subscription {
+    /// Linq and Chert are iMessage APIs: their subscriptions announce only
+    /// iMessage chats, which are the chats pinned to a line.
+    pub fn imessage_only(&self) -> bool {
+        matches!(self.face.as_str(), "linq" | "chert")
+    }
+
+    /// Whether an event is queued for this subscription: its kind is
+    /// wanted, its subject is the one asked for, and its chat is pinned to
+    /// one of the lines asked for (`line`: the number of the line the
+    /// event's chat is pinned to, if any). An iMessage face's subscription
+    /// hears no chat without a line, whatever its filter: such an event
+    /// would only be queued to be skipped by the delivery worker.
+    pub fn hears(&self, event: &NewEvent, line: Option<&str>) -> bool {
+        let kind_ok = self.kinds.is_empty() || self.kinds.contains(&event.kind);
+        let line_ok = match line {
+            Some(n) => self.lines.is_empty() || self.lines.iter().any(|l| l == n),
+            None => self.lines.is_empty() && !self.imessage_only(),
+        };
+        let subject_ok = self.subject_id.is_none() || self.subject_id == event.subject_id;
+        kind_ok && line_ok && subject_ok
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
@@ -565,4 +589,64 @@ pub struct NewCredential {
     pub scopes: Vec<String>,
     pub expires_at: Option<Timestamp>,
     pub label: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(face: &str, kinds: Vec<EventKind>, lines: Vec<&str>, subject: Option<i64>) -> Subscription {
+        Subscription {
+            id: "s".into(),
+            tenant_id: TenantId(1),
+            face: face.into(),
+            target_url: "http://127.0.0.1:9/".into(),
+            events: vec![],
+            kinds,
+            lines: lines.into_iter().map(String::from).collect(),
+            subject_id: subject.map(UserId),
+            secret: String::new(),
+            extra: String::new(),
+            active: true,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn left(subject: i64) -> NewEvent {
+        NewEvent {
+            tenant_id: TenantId(1),
+            chat_id: ChatId(1),
+            kind: EventKind::Left,
+            actor_id: Some(UserId(subject)),
+            subject_id: Some(UserId(subject)),
+            message_id: None,
+            trace_id: None,
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn what_a_subscription_hears() {
+        let e = left(7);
+        let line = Some("+15550000000");
+        // iMessage faces: chats pinned to a line only, and to one of theirs.
+        for face in ["linq", "chert"] {
+            assert!(sub(face, vec![], vec![], None).hears(&e, line));
+            assert!(
+                !sub(face, vec![], vec![], None).hears(&e, None),
+                "{face}: a chat without a line"
+            );
+            assert!(sub(face, vec![], vec!["+15550000000"], None).hears(&e, line));
+            assert!(!sub(face, vec![], vec!["+15559999999"], None).hears(&e, line));
+            assert!(!sub(face, vec![], vec!["+15550000000"], None).hears(&e, None));
+        }
+        // Bitrix: any chat; its bot handlers by subject.
+        assert!(sub("bitrix", vec![], vec![], None).hears(&e, None));
+        assert!(sub("bitrix", vec![], vec![], Some(7)).hears(&e, None));
+        assert!(!sub("bitrix", vec![], vec![], Some(8)).hears(&e, None));
+        // Kinds.
+        assert!(sub("bitrix", vec![EventKind::Left], vec![], None).hears(&e, None));
+        assert!(!sub("bitrix", vec![EventKind::Joined], vec![], None).hears(&e, None));
+    }
 }

@@ -585,10 +585,7 @@ impl<C: Conn> SqlTx<C> {
         };
         let now_ms = self.now * 1000;
         for sub in subs {
-            let kind_ok = sub.kinds.is_empty() || sub.kinds.contains(&e.kind);
-            let line_ok = sub.lines.is_empty() || line_number.as_ref().is_some_and(|n| sub.lines.contains(n));
-            let subject_ok = sub.subject_id.is_none() || sub.subject_id == e.subject_id;
-            if kind_ok && line_ok && subject_ok {
+            if sub.hears(e, line_number.as_deref()) {
                 self.wakes_worker = true;
                 self.exec_deferred(
                     "INSERT INTO outbox (tenant_id, subscription_id, event_id, next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",

@@ -531,10 +531,14 @@ async fn user_leaves(store: &dyn Store, t: TenantId, c: ChatId, user: UserId) ->
 /// An active webhook subscription of tenant `t` for every event kind, to
 /// a port nobody listens on, limited to `lines` when there are any.
 fn webhook(t: TenantId, id: &str, lines: Vec<String>) -> Subscription {
+    face_webhook(t, id, "linq", lines)
+}
+
+fn face_webhook(t: TenantId, id: &str, face: &str, lines: Vec<String>) -> Subscription {
     Subscription {
         id: id.into(),
         tenant_id: t,
-        face: "linq".into(),
+        face: face.into(),
         target_url: "http://127.0.0.1:9/hook".into(),
         events: vec![],
         kinds: vec![],
@@ -573,7 +577,7 @@ async fn pg_only_a_leave_is_two_round_trips_with_or_without_a_webhook() {
     assert_eq!(leave(3).await, 2);
 
     store
-        .write(move |tx| tx.insert_subscription(&webhook(t, "sub-1", vec![])))
+        .write(move |tx| tx.insert_subscription(&face_webhook(t, "sub-1", "bitrix", vec![])))
         .await
         .unwrap();
     leave(4).await;
@@ -623,6 +627,31 @@ async fn concurrent_leaves_of_one_user_apply_once() {
             .unwrap();
         assert_eq!((count, left), (5 - round as usize, 1), "round {round}");
     }
+}
+
+/// A leave from a chat that is not pinned to a line is queued for a Bitrix
+/// subscription, not for Linq's or Chert's: they announce only iMessage
+/// chats, and a row queued for them would only be skipped by the worker.
+#[tokio::test]
+async fn an_internal_chat_is_not_queued_for_imessage_subscriptions() {
+    let db = testing::fresh_store().await;
+    let store = db.store.clone();
+    let (t, c) = six_person_group(store.as_ref()).await;
+    for face in ["linq", "chert", "bitrix"] {
+        store
+            .write(move |tx| tx.insert_subscription(&face_webhook(t, face, face, vec![])))
+            .await
+            .unwrap();
+    }
+    user_leaves(store.as_ref(), t, c, UserId(2)).await.unwrap();
+    let queued: Vec<String> = store
+        .read(move |tx| tx.deliveries(Some(t), None, 100))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.subscription_id)
+        .collect();
+    assert_eq!(queued, ["bitrix"]);
 }
 
 /// A contact's leave from an iMessage group queues the `left` event for the
