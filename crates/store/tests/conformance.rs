@@ -644,14 +644,20 @@ async fn an_internal_chat_is_not_queued_for_imessage_subscriptions() {
             .unwrap();
     }
     user_leaves(store.as_ref(), t, c, UserId(2)).await.unwrap();
-    let queued: Vec<String> = store
+    assert_eq!(queued_for(store.as_ref(), t).await, ["bitrix"]);
+}
+
+/// The subscriptions that tenant `t`'s outbox rows are for, sorted.
+async fn queued_for(store: &dyn Store, t: TenantId) -> Vec<String> {
+    let mut queued: Vec<String> = store
         .read(move |tx| tx.deliveries(Some(t), None, 100))
         .await
         .unwrap()
         .into_iter()
         .map(|d| d.subscription_id)
         .collect();
-    assert_eq!(queued, ["bitrix"]);
+    queued.sort();
+    queued
 }
 
 /// A contact's leave from an iMessage group queues the `left` event for the
@@ -689,14 +695,5 @@ async fn a_leave_is_queued_only_for_subscriptions_of_its_line() {
         .await
         .unwrap();
     user_leaves(w.store.as_ref(), t, c, contact).await.unwrap();
-    let mut queued: Vec<String> = w
-        .store
-        .read(move |tx| tx.deliveries(Some(t), None, 100))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.subscription_id)
-        .collect();
-    queued.sort();
-    assert_eq!(queued, ["any-line", "this-line"]);
+    assert_eq!(queued_for(w.store.as_ref(), t).await, ["any-line", "this-line"]);
 }
