@@ -495,6 +495,9 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             if face == Face::Vibecode || face == Face::Bitrix {
+                if webhook {
+                    bail!("--webhook is for the chert face: no face announces a user's leave from a Vibecode or Bitrix chat");
+                }
                 rt.block_on(load(
                     base,
                     admin_token,

@@ -9,6 +9,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, PrepFlags, Statement};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ptr::NonNull;
 
 /// Statements one connection keeps prepared at most; past it they are all
 /// finalized and prepared again as they come (only SQL built from run-time
@@ -20,13 +21,15 @@ const MOST_STATEMENTS: usize = 256;
 /// rusqlite's own statement cache (`prepare_cached`) hashes the SQL text
 /// with SipHash twice per use, copies it into a new `Arc<str>` and moves an
 /// LRU node: about 1,500 instructions per statement, some 15,000 per leave
-/// and `/healthz` (callgrind, BENCHMARKS.md, session 9). Here a statement
-/// is found by its text with a cheap hash and stays where it is.
+/// (callgrind, BENCHMARKS.md, session 9). Here a statement is found by its
+/// text with a cheap hash and stays where it is.
 pub struct Prepared {
-    // Declared before `conn`, so dropped (finalized) first.
     statements: RefCell<HashMap<Box<str>, Statement<'static>, rustc_hash::FxBuildHasher>>,
-    // Boxed: the statements refer to it, and it must not move.
-    conn: Box<Connection>,
+    // Owned: made by `Box::leak` in `new`, freed in `drop` after the
+    // statements. A pointer rather than a `Box`, because the statements
+    // hold shared references to the connection, and a `Box` would claim
+    // unique access to it whenever the `Prepared` moves.
+    conn: NonNull<Connection>,
 }
 
 // SAFETY: the statements belong to `conn` and move with it, as rusqlite's
@@ -35,17 +38,28 @@ pub struct Prepared {
 // (`!Sync` through the `RefCell`).
 unsafe impl Send for Prepared {}
 
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // Finalized while the connection is still open.
+        self.statements.get_mut().clear();
+        // SAFETY: from `Box::leak` in `new`, freed only here, and no
+        // statement refers to it any more.
+        drop(unsafe { Box::from_raw(self.conn.as_ptr()) });
+    }
+}
+
 impl Prepared {
     pub fn new(conn: Connection) -> Self {
         Prepared {
             statements: RefCell::new(HashMap::default()),
-            conn: Box::new(conn),
+            conn: NonNull::from(Box::leak(Box::new(conn))),
         }
     }
 
     /// The connection, for what runs once (pragmas, migrations).
     pub fn conn(&self) -> &Connection {
-        &self.conn
+        // SAFETY: valid until `drop`; only ever shared.
+        unsafe { self.conn.as_ref() }
     }
 
     /// Runs `f` on the statement for `sql`, prepared on first use. Each
@@ -60,12 +74,12 @@ impl Prepared {
                 statements.clear();
             }
             let st = self
-                .conn
+                .conn()
                 .prepare_with_flags(sql, PrepFlags::SQLITE_PREPARE_PERSISTENT)?;
-            // SAFETY: the statement refers to `*self.conn`, which is boxed
-            // (it never moves) and outlives every statement (field order);
-            // it is never handed out with the `'static` lifetime (`f` sees
-            // it through a borrow of `self`).
+            // SAFETY: the statement refers to the connection, which stays
+            // at its address and outlives every statement (see `drop`); it
+            // is never handed out with the `'static` lifetime (`f` sees it
+            // through a borrow of `self`).
             let st: Statement<'static> = unsafe { std::mem::transmute::<Statement<'_>, Statement<'static>>(st) };
             statements.insert(sql.into(), st);
         }
@@ -111,7 +125,7 @@ impl<'c> Txn<'c> {
 
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
-        if !self.conn.conn.is_autocommit() {
+        if !self.conn.conn().is_autocommit() {
             let _ = self.conn.run("ROLLBACK");
         }
     }
