@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use conn::{column, sqlite_tx, SqliteTx};
-use conn::{Prepared, Txn};
+pub use checkpoint::RESTART_BYTES as WAL_RESTART_BYTES;
+pub use conn::{column, SqliteTx};
+use conn::{sqlite_tx, Prepared, Txn};
 
 /// Versioned migrations, applied in order; `PRAGMA user_version` records
 /// the last one applied.
