@@ -320,6 +320,12 @@ fn parse_uuid(s: String) -> TxResult<Uuid> {
     Uuid::parse_str(&s).map_err(|_| bad("uuid", &s))
 }
 
+/// The chat row with its active count, locked until the transaction ends
+/// (`lock_chat` and `lock_chat_for` on a database with row locks).
+fn chat_for_update() -> &'static str {
+    sql!("SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE")
+}
+
 const CHAT_COLS: &str = "tenant_id, id, uuid, kind, network, title, owner_id, line_id, chat_key, created_at";
 fn chat_row(r: &SqlRow) -> TxResult<Chat> {
     let kind: String = r.get(3)?;
@@ -625,7 +631,7 @@ impl<C: Conn> Tx for SqlTx<C> {
         // and nodes until the transaction ends. The active count comes
         // along for the rules.
         let sql = if self.c.row_locks() {
-            sql!("SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE")
+            chat_for_update()
         } else {
             sql!("SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2")
         };
@@ -654,9 +660,6 @@ impl<C: Conn> Tx for SqlTx<C> {
         // `nextval` sits in the select list, so with several subscriptions
         // each row draws one and the first is used (the sequence only gets
         // gaps, as after a rollback).
-        static LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!("SELECT {CHAT_COLS}, active_count FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE")
-        });
         static AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "SELECT m.*, u.*, nextval(pg_get_serial_sequence('events', 'id')), {subs} FROM (SELECT 1) one \
@@ -675,9 +678,10 @@ impl<C: Conn> Tx for SqlTx<C> {
         let part = |r: &SqlRow, from: usize, n: usize| SqlRow(r.0.iter().skip(from).take(n).cloned().collect());
         let present = |r: &SqlRow| !matches!(r.0.first(), None | Some(Val::Null));
         no_nul(p![tenant.0, id.0, user.0])?;
-        let (chats, rows) = self
-            .c
-            .query_two((&LOCK, p![tenant.0, id.0]), (&AFTER, p![tenant.0, id.0, user.0]))?;
+        let (chats, rows) = self.c.query_two(
+            (chat_for_update(), p![tenant.0, id.0]),
+            (&AFTER, p![tenant.0, id.0, user.0]),
+        )?;
         let (Some(c), Some(r)) = (chats.first(), rows.first()) else {
             return Ok(None);
         };

@@ -552,14 +552,13 @@ impl Store for PgStore {
                 deferred: Vec::new(),
                 round_trips: 0,
             };
-            let (out, conn, wakes_worker) = {
+            let (out, mut conn, wakes_worker) = {
                 let mut tx = SqlTx::new(conn, now());
                 let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
                     .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())));
                 let wakes_worker = tx.wakes_worker();
                 (out, tx.into_conn(), wakes_worker)
             };
-            let mut conn = conn;
             let out = conn.end(out);
             if wakes_worker && out.is_ok() {
                 wakeup.notify_one();

@@ -68,25 +68,26 @@ impl Prepared {
     /// ready for its next use however `f` ends. `f` must not come back to
     /// this connection's statements (it would find them borrowed).
     fn with<R>(&self, sql: &str, f: impl FnOnce(&mut Statement<'_>) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
-        let mut statements = self.statements.borrow_mut();
-        if !statements.contains_key(sql) {
-            if statements.len() >= MOST_STATEMENTS {
-                statements.clear();
-            }
-            let st = self
-                .conn()
-                .prepare_with_flags(sql, PrepFlags::SQLITE_PREPARE_PERSISTENT)?;
-            // SAFETY: the statement refers to the connection, which stays
-            // at its address and outlives every statement (see `drop`); it
-            // is never handed out with the `'static` lifetime (`f` sees it
-            // through a borrow of `self`).
-            let st: Statement<'static> = unsafe { std::mem::transmute::<Statement<'_>, Statement<'static>>(st) };
-            statements.insert(sql.into(), st);
+        // SAFETY (both uses): shortens the statement's lifetime to the
+        // borrow of `self`, so `f` cannot keep it.
+        fn shorten<'a>(st: &'a mut Statement<'static>) -> &'a mut Statement<'a> {
+            unsafe { std::mem::transmute::<&mut Statement<'static>, &mut Statement<'a>>(st) }
         }
-        let st = statements.get_mut(sql).expect("inserted above");
-        // SAFETY: shortens the lifetime to the borrow of `self`.
-        let st: &mut Statement<'_> = unsafe { std::mem::transmute::<&mut Statement<'static>, &mut Statement<'_>>(st) };
-        f(st)
+        let mut statements = self.statements.borrow_mut();
+        // One lookup when the statement is there, as it nearly always is.
+        if let Some(st) = statements.get_mut(sql) {
+            return f(shorten(st));
+        }
+        if statements.len() >= MOST_STATEMENTS {
+            statements.clear();
+        }
+        let st = self
+            .conn()
+            .prepare_with_flags(sql, PrepFlags::SQLITE_PREPARE_PERSISTENT)?;
+        // SAFETY: the statement refers to the connection, which stays at
+        // its address and outlives every statement (see `drop`).
+        let st: Statement<'static> = unsafe { std::mem::transmute::<Statement<'_>, Statement<'static>>(st) };
+        f(shorten(statements.entry(sql.into()).or_insert(st)))
     }
 
     /// Runs a statement without parameters or rows.
