@@ -75,6 +75,17 @@ macro_rules! p {
 }
 pub use p;
 
+/// A chat's active members, oldest first (its roster).
+pub(crate) fn active_members_sql() -> &'static str {
+    sql!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND ended = 0 ORDER BY seq")
+}
+
+/// PostgreSQL's leave: the membership closed and the chat's count kept in
+/// one statement (?1 tenant, ?2 chat, ?3 user, ?4 when).
+pub(crate) const CLOSE_MEMBERSHIP_PG: &str =
+    "WITH closed AS (UPDATE memberships SET ended = seq, left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0 RETURNING 1) \
+     UPDATE chats SET active_count = active_count - (SELECT count(*) FROM closed) WHERE tenant_id = ?1 AND id = ?2";
+
 /// How a read column becomes a Rust value.
 pub trait FromVal: Sized {
     fn from_val(v: &Val) -> Option<Self>;
@@ -730,11 +741,7 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {
-        self.many(
-            sql!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND ended = 0 ORDER BY seq"),
-            p![tenant.0, chat.0],
-            member_row,
-        )
+        self.many(active_members_sql(), p![tenant.0, chat.0], member_row)
     }
 
     fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>> {
@@ -934,11 +941,7 @@ impl<C: Conn> Tx for SqlTx<C> {
         if self.c.dialect() == Dialect::Postgres {
             // One statement for both changes, sent with the next one
             // (the event's insert): no round trip of its own.
-            self.exec_deferred(
-                "WITH closed AS (UPDATE memberships SET ended = seq, left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0 RETURNING 1) \
-                 UPDATE chats SET active_count = active_count - (SELECT count(*) FROM closed) WHERE tenant_id = ?1 AND id = ?2",
-                p![tenant.0, chat.0, user.0, at],
-            )?;
+            self.exec_deferred(CLOSE_MEMBERSHIP_PG, p![tenant.0, chat.0, user.0, at])?;
             self.forget_count(tenant, chat);
             return Ok(());
         }

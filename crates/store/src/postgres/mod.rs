@@ -35,8 +35,12 @@ const MIGRATIONS: &[(i32, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_clustered_memberships.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_user_index_user_first.sql"),
+    ),
 ];
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 /// Key of the session advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x636f_6e66_6162; // "confab"
 
@@ -655,6 +659,59 @@ mod tests {
         .await;
         assert_eq!(out, Ok(2), "the last deferred statement went with COMMIT");
         assert_eq!(slugs(&store).await, ["b", "c"]);
+    }
+
+    /// The plans of a tenant newer than the table's statistics, which
+    /// PostgreSQL estimates at one row. A leave and a roster must find
+    /// their chat's memberships through an index condition on the chat:
+    /// with the user index keyed (tenant_id, user_id), the planner read
+    /// every active membership of the leaver, or of the whole tenant, and
+    /// filtered them by chat (migration 3).
+    #[tokio::test]
+    async fn pg_only_a_new_tenants_membership_lookups_go_by_chat() {
+        let store = open_pg(&create_database().await, &PgOptions::default()).await;
+        let client = store.pool.get().await.expect("a connection");
+        let world = |t: i64| {
+            format!(
+                "INSERT INTO tenants (id, slug, name, created_at) VALUES ({t}, 't{t}', 'T', 0); \
+                 INSERT INTO memberships (tenant_id, chat_id, user_id, ended, seq, role, joined_at) \
+                 SELECT {t}, c, u, 0, u, 'member', 0 FROM generate_series(1, 500) c, generate_series(1, 20) u;"
+            )
+        };
+        client.batch_execute(&world(1)).await.expect("the first tenant");
+        client.batch_execute("ANALYZE memberships").await.expect("analyze");
+        client
+            .batch_execute(&world(2))
+            .await
+            .expect("a tenant the statistics have not seen");
+        let statements: [(&str, &[Val]); 2] = [
+            (
+                crate::sql::CLOSE_MEMBERSHIP_PG,
+                &[Val::Int(2), Val::Int(7), Val::Int(3), Val::Int(5)],
+            ),
+            (crate::sql::active_members_sql(), &[Val::Int(2), Val::Int(7)]),
+        ];
+        for (sql, params) in statements {
+            let explain = format!("EXPLAIN {}", crate::sql::dollar_placeholders(sql));
+            let rows = client.query(&explain, &refs(params)).await.expect("explain");
+            let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            let text = plan.join("\n");
+            assert!(!text.contains("Seq Scan on memberships"), "{sql}\n{text}");
+            let scans: Vec<usize> = (0..plan.len())
+                .filter(|&i| plan[i].contains(" on memberships"))
+                .collect();
+            assert!(!scans.is_empty(), "{sql}\n{text}");
+            for i in scans {
+                let cond = plan[i + 1..]
+                    .iter()
+                    .find(|l| l.contains("Index Cond:"))
+                    .map(String::as_str);
+                assert!(
+                    cond.is_some_and(|c| c.contains("chat_id")),
+                    "memberships read without an index condition on the chat:\n{sql}\n{text}"
+                );
+            }
+        }
     }
 
     /// A deferred statement that fails is the answer of the statement sent
