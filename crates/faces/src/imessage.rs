@@ -47,10 +47,12 @@ pub fn existing_dm(
     let (Some(line), Some(user)) = (tx.line_by_number(tenant, from)?, tx.user_by_handle(tenant, recipient)?) else {
         return Ok(None);
     };
-    for chat in tx.chats_of_user(tenant, line.user_id)? {
+    // By the recipient's chats, not the line's: a line is in every chat it
+    // serves, a recipient in a few.
+    for chat in tx.chats_of_user(tenant, user.id)? {
         if chat.kind == ChatKind::Dm && chat.network == Network::Imessage {
             let members = tx.active_members(tenant, chat.id)?;
-            if members.iter().any(|m| m.user_id == user.id) {
+            if members.iter().any(|m| m.user_id == line.user_id) {
                 return Ok(Some(chat));
             }
         }

@@ -75,6 +75,20 @@ macro_rules! p {
 }
 pub use p;
 
+/// The chats where user ?2 of tenant ?1 is an active member (`chat_id`
+/// column). PostgreSQL finds them in the partial index `memberships_user`;
+/// SQLite in `user_chats` (every chat the person ever joined), each checked
+/// for an active membership by the primary key (see SQLite migration 9).
+fn chats_of_user_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => "SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND ended = 0",
+        Dialect::Sqlite => {
+            "SELECT u.chat_id FROM user_chats u WHERE u.tenant_id = ?1 AND u.user_id = ?2 AND EXISTS \
+             (SELECT 1 FROM memberships m WHERE m.tenant_id = ?1 AND m.chat_id = u.chat_id AND m.user_id = ?2 AND m.ended = 0)"
+        }
+    }
+}
+
 /// A chat's active members, oldest first (its roster).
 pub(crate) fn active_members_sql() -> &'static str {
     sql!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND ended = 0 ORDER BY seq")
@@ -815,7 +829,10 @@ impl<C: Conn> Tx for SqlTx<C> {
 
     fn chat_ids_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<ChatId>> {
         self.many(
-            "SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND ended = 0 ORDER BY chat_id",
+            &format!(
+                "SELECT chat_id FROM ({}) mine ORDER BY chat_id",
+                chats_of_user_sql(self.c.dialect())
+            ),
             p![tenant.0, user.0],
             |r| Ok(ChatId(r.get(0)?)),
         )
@@ -933,6 +950,13 @@ impl<C: Conn> Tx for SqlTx<C> {
              VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
             p![tenant.0, chat.0, user.0, seq, role.as_str(), at],
         )?;
+        if self.c.dialect() == Dialect::Sqlite {
+            // The person's chats, for `chat_ids_of_user` (SQLite migration 9).
+            self.exec(
+                "INSERT OR IGNORE INTO user_chats (tenant_id, user_id, chat_id) VALUES (?1, ?2, ?3)",
+                p![tenant.0, user.0, chat.0],
+            )?;
+        }
         self.forget_count(tenant, chat);
         Ok(())
     }
@@ -1226,8 +1250,8 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     fn chats_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<Chat>> {
         self.many(
             &format!(
-                "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id IN \
-                 (SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND ended = 0) ORDER BY id"
+                "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id IN ({}) ORDER BY id",
+                chats_of_user_sql(self.c.dialect())
             ),
             p![tenant.0, user.0],
             chat_row,

@@ -187,6 +187,15 @@ pub async fn assert_memberships_survived_the_move(store: Arc<dyn Store>) {
     let latest = store.read(move |tx| tx.membership(t, one, UserId(3))).await;
     assert_eq!(latest.map(|m| m.map(|m| m.left_at)), Ok(Some(Some(15))));
     assert_eq!(store.read(move |tx| tx.active_count(t, one)).await, Ok(2));
+    // Found by person from the rows copied by the migrations (SQLite 9).
+    assert_eq!(
+        store.read(move |tx| tx.chat_ids_of_user(t, UserId(1))).await,
+        Ok(vec![one, two])
+    );
+    assert_eq!(
+        store.read(move |tx| tx.chat_ids_of_user(t, UserId(2))).await,
+        Ok(vec![one])
+    );
 
     let changed = store
         .write(move |tx| {

@@ -698,3 +698,71 @@ async fn a_leave_is_queued_only_for_subscriptions_of_its_line() {
     user_leaves(w.store.as_ref(), t, c, contact).await.unwrap();
     assert_eq!(queued_for(w.store.as_ref(), t).await, ["any-line", "this-line"]);
 }
+
+/// A person's chats are the chats they are active in: a leave takes the
+/// chat out, a rejoin puts it back once, and another tenant's chats and
+/// ids never show (SQLite finds them in `user_chats`, PostgreSQL in
+/// `memberships_user`).
+#[tokio::test]
+async fn a_persons_chats_follow_joins_leaves_and_rejoins() {
+    let db = testing::fresh_store().await;
+    let store = db.store.clone();
+    let (t, first) = six_person_group(store.as_ref()).await;
+    let other_tenant = store
+        .write(|tx| {
+            let o = tx.insert_tenant("other", "Other")?;
+            for i in 1..=3 {
+                tx.insert_user(testing::person(o.id, i))?;
+            }
+            let chat = testing::group(
+                o.id,
+                Network::Internal,
+                Creator::User(UserId(1)),
+                vec![MemberRef::Id(UserId(2))],
+            );
+            commands::create_chat(tx.as_tx(), &chat)?;
+            Ok(o.id)
+        })
+        .await
+        .unwrap();
+    let second = store
+        .write(move |tx| {
+            let members = vec![MemberRef::Id(UserId(3))];
+            let chat = testing::group(t, Network::Internal, Creator::User(UserId(2)), members);
+            Ok(commands::create_chat(tx.as_tx(), &chat)?.0.id)
+        })
+        .await
+        .unwrap();
+    let chats_of = |user: i64| {
+        let store = store.clone();
+        async move {
+            let ids = store
+                .read(move |tx| tx.chat_ids_of_user(t, UserId(user)))
+                .await
+                .unwrap();
+            let chats = store.read(move |tx| tx.chats_of_user(t, UserId(user))).await.unwrap();
+            assert_eq!(chats.iter().map(|c| c.id).collect::<Vec<_>>(), ids);
+            ids
+        }
+    };
+    assert_eq!(chats_of(2).await, [first, second]);
+    assert_eq!(chats_of(1).await, [first]);
+    user_leaves(store.as_ref(), t, first, UserId(2)).await.unwrap();
+    assert_eq!(chats_of(2).await, [second]);
+    store
+        .write(move |tx| tx.open_membership(t, first, UserId(2), Role::Member, 50))
+        .await
+        .unwrap();
+    assert_eq!(chats_of(2).await, [first, second]);
+    user_leaves(store.as_ref(), t, first, UserId(2)).await.unwrap();
+    user_leaves(store.as_ref(), t, second, UserId(3)).await.unwrap();
+    assert_eq!(chats_of(3).await, [first]);
+    assert_eq!(chats_of(2).await, [second]);
+    assert_eq!(chats_of(7).await, Vec::<ChatId>::new());
+    let elsewhere = store
+        .read(move |tx| tx.chat_ids_of_user(other_tenant, UserId(2)))
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.len(), 1);
+    assert!(!elsewhere.contains(&second));
+}

@@ -38,9 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/sqlite/0008_clustered_memberships.sql"),
     ),
+    (9, include_str!("../../migrations/sqlite/0009_user_chats.sql")),
 ];
 
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
