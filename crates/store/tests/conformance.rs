@@ -347,9 +347,9 @@ async fn sqlite_wal_starts_over_under_steady_writes() {
     let mut biggest = 0;
     let mut written = 0u64;
     // 8 writers, 96 commands of a 3,600-byte row each per round, for more
-    // than four times the WAL length at which it starts over (32 MiB).
+    // than six times the WAL length at which it starts over (32 MiB).
     let restart = confab_store::sqlite::WAL_RESTART_BYTES as u64;
-    let rounds = (4 * restart / (96 * row) + 10) as i64;
+    let rounds = (6 * restart / (96 * row) + 10) as i64;
     for round in 0..rounds {
         let mut tasks = Vec::new();
         for w in 0..8 {
@@ -381,10 +381,12 @@ async fn sqlite_wal_starts_over_under_steady_writes() {
         written += 96 * row;
         biggest = biggest.max(std::fs::metadata(&wal).unwrap().len());
     }
-    assert!(written > 4 * restart, "the test writes past the restart length");
-    // The WAL file keeps its largest size; it never held everything.
+    assert!(written > 6 * restart, "the test writes past the restart length");
+    // The WAL file keeps its largest size. A slow checkpointer may let it
+    // grow to the writer's hard limit (2.5 restart lengths, plus frame
+    // headers) before the writer waits; never to everything written.
     assert!(
-        biggest < written / 2,
+        biggest < 3 * restart,
         "the WAL grew to {biggest} bytes for {written} bytes of rows written: it never started over"
     );
     drop(store);
