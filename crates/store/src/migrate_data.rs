@@ -4,7 +4,9 @@
 //! subscriptions, the outbox with its pending rows and attempts, queued
 //! operations, idempotency keys, settings) — in ONE PostgreSQL transaction,
 //! then reads both back and compares them row by row before committing.
-//! Short-lived state (rate-limit buckets, seen signatures) is not copied.
+//! Short-lived state (rate-limit buckets, seen signatures) is not copied,
+//! nor SQLite's `user_chats` (a lookup table of its own: PostgreSQL finds a
+//! person's chats through the index `memberships_user`).
 
 use crate::postgres::{parse_url, PgOptions, PgStore};
 use crate::sql::{dollar_placeholders, SqlRow, Val};

@@ -224,6 +224,15 @@ pub async fn assert_memberships_survived_the_move(store: Arc<dyn Store>) {
         store.read(move |tx| tx.chat_ids_of_user(t, UserId(3))).await,
         Ok(vec![one])
     );
+    // A first join since the migrations, and a leave.
+    assert_eq!(
+        store.read(move |tx| tx.chat_ids_of_user(t, UserId(4))).await,
+        Ok(vec![one])
+    );
+    assert_eq!(
+        store.read(move |tx| tx.chat_ids_of_user(t, UserId(2))).await,
+        Ok(vec![])
+    );
     let twice = store
         .write(move |tx| tx.open_membership(t, one, UserId(4), Role::Member, 23))
         .await;
