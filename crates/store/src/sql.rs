@@ -89,6 +89,10 @@ fn chats_of_user_sql(dialect: Dialect) -> &'static str {
     }
 }
 
+/// Forgets the Chert signatures expired by ?1 (by the index
+/// `replay_nonces_expiry` on PostgreSQL, migration 4).
+pub(crate) const SWEEP_NONCES: &str = "DELETE FROM replay_nonces WHERE expires_at <= ?1";
+
 /// A chat's active members, oldest first (its roster).
 pub(crate) fn active_members_sql() -> &'static str {
     sql!("SELECT {MEMBER_COLS} FROM memberships WHERE tenant_id = ?1 AND chat_id = ?2 AND ended = 0 ORDER BY seq")
@@ -1722,7 +1726,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         )?;
         if n > 0 && expires_at % 64 == 0 {
             // Now and then, forget what has expired.
-            self.exec("DELETE FROM replay_nonces WHERE expires_at <= ?1", p![now])?;
+            self.exec(SWEEP_NONCES, p![now])?;
         }
         Ok(n > 0)
     }

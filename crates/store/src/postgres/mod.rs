@@ -39,8 +39,12 @@ const MIGRATIONS: &[(i32, &str)] = &[
         3,
         include_str!("../../migrations/postgres/0003_user_index_user_first.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_replay_nonce_expiry.sql"),
+    ),
 ];
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 /// Key of the session advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x636f_6e66_6162; // "confab"
 
@@ -720,6 +724,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The sweep of expired Chert signatures reads only the expired ones
+    /// (migration 4), not the table of every signature of the window.
+    #[tokio::test]
+    async fn pg_only_the_replay_sweep_reads_only_expired_signatures() {
+        let store = open_pg(&create_database().await, &PgOptions::default()).await;
+        let client = store.pool.get().await.expect("a connection");
+        client
+            .batch_execute(
+                "INSERT INTO replay_nonces (key, expires_at) SELECT 'k' || n, 1000 + n FROM generate_series(1, 20000) n; \
+                 ANALYZE replay_nonces;",
+            )
+            .await
+            .expect("signatures");
+        let rows = client
+            .query(
+                &format!("EXPLAIN {}", crate::sql::dollar_placeholders(crate::sql::SWEEP_NONCES)),
+                &[&1010i64],
+            )
+            .await
+            .expect("explain");
+        let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let text = plan.join("\n");
+        assert!(text.contains("replay_nonces_expiry"), "{text}");
+        assert!(!text.contains("Seq Scan"), "{text}");
     }
 
     /// A deferred statement that fails is the answer of the statement sent
