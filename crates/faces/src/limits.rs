@@ -186,7 +186,9 @@ mod tests {
 /// signed request on a non-idempotent route is refused instead of applied
 /// twice (Chert HMAC v1: ±300 s window).
 pub struct ReplayGuard {
-    seen: Mutex<Sweeping<u64, i64>>,
+    /// The signatures (hashed, see `hasher`) with their expiry, and the
+    /// latest `now` a sweep has forgotten expired ones by.
+    seen: Mutex<(Sweeping<u64, i64>, i64)>,
     /// Keys are kept as their hash under a random key (a collision, about
     /// one in 2^64 per pair, would refuse a request, never admit a replay).
     hasher: std::collections::hash_map::RandomState,
@@ -203,7 +205,7 @@ impl ReplayGuard {
     /// State in this process.
     pub fn new() -> Self {
         ReplayGuard {
-            seen: Mutex::new(Sweeping::default()),
+            seen: Mutex::new((Sweeping::default(), i64::MIN)),
             hasher: std::collections::hash_map::RandomState::new(),
             shared: None,
         }
@@ -224,10 +226,17 @@ impl ReplayGuard {
             return in_store(store, true, move |tx| tx.claim_nonce(&key, now, expires_at)).await;
         }
         let key = std::hash::BuildHasher::hash_one(&self.hasher, &key);
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.sweep_if_due(|_, exp| *exp > now);
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (seen, swept_through) = &mut *guard;
+        if seen.sweep_if_due(|_, exp| *exp > now) {
+            *swept_through = (*swept_through).max(now);
+        }
         match seen.map.get(&key) {
             Some(exp) if *exp > now => false,
+            // Not found, but a sweep by a later clock reading (another
+            // request's `now`) may have forgotten it while this request
+            // still counts it as live: refused, as a replay would be.
+            None if expires_at <= *swept_through => false,
             _ => {
                 seen.map.insert(key, expires_at);
                 true
@@ -238,14 +247,15 @@ impl ReplayGuard {
     /// Signatures remembered in this process (expired ones not yet swept
     /// included).
     pub fn remembered(&self) -> usize {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).map.len()
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).0.map.len()
     }
 }
 
 /// A map whose stale entries are swept out in one pass once it has doubled
 /// since the last sweep (and holds at least [`Sweeping::FLOOR`] entries):
-/// O(1) per insert on average, and at most about twice the live entries in
-/// memory. (Sweeping whenever it held more than a fixed number made every
+/// O(1) per insert on average (the pass itself walks the whole map, under
+/// the caller's lock), and at most about twice the entries live at the
+/// last sweep in memory. (Sweeping whenever it held more than a fixed number made every
 /// request walk the whole map once the live entries passed that number:
 /// Chert leaves fell from 21,000/s to 6,900/s past 10,000 signatures.)
 struct Sweeping<K, V> {
@@ -265,12 +275,15 @@ impl<K, V> Default for Sweeping<K, V> {
 impl<K, V> Sweeping<K, V> {
     const FLOOR: usize = 10_000;
 
-    /// Keeps only the entries `live` says are, if a sweep is due.
-    fn sweep_if_due(&mut self, live: impl FnMut(&K, &mut V) -> bool) {
-        if self.map.len() >= self.sweep_at {
-            self.map.retain(live);
-            self.sweep_at = (self.map.len() * 2).max(Self::FLOOR);
+    /// Keeps only the entries `live` says are, if a sweep is due; whether
+    /// it swept.
+    fn sweep_if_due(&mut self, live: impl FnMut(&K, &mut V) -> bool) -> bool {
+        if self.map.len() < self.sweep_at {
+            return false;
         }
+        self.map.retain(live);
+        self.sweep_at = (self.map.len() * 2).max(Self::FLOOR);
+        true
     }
 }
 
@@ -301,12 +314,8 @@ mod replay_tests {
     #[test]
     fn expired_signatures_are_swept_and_live_ones_kept() {
         let g = ReplayGuard::new();
-        let block = |f| {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .block_on(f)
-        };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let block = |f| rt.block_on(f);
         // 30,000 signatures that expire at 1,000, then more at 2,000: the
         // first pass after 1,000 drops the expired ones.
         for i in 0..30_000 {
@@ -321,6 +330,38 @@ mod replay_tests {
             assert!(!block(g.first_use(format!("new{i}"), 1_600, 2_100)), "new{i} replayed");
             assert!(block(g.first_use(format!("old{i}"), 1_600, 2_100)), "old{i} expired");
         }
+    }
+
+    /// A signature swept out by a request whose clock read later is still
+    /// refused to a replay whose clock reads it as live.
+    #[test]
+    fn a_sweep_by_a_later_clock_does_not_let_a_replay_in() {
+        let g = ReplayGuard::new();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(rt.block_on(g.first_use("sig".into(), 700, 1_000)));
+        // Enough other signatures for a sweep, the last one read at 1,000.
+        for i in 0..9_999 {
+            assert!(rt.block_on(g.first_use(format!("x{i}"), 700, 5_000)));
+        }
+        assert!(rt.block_on(g.first_use("sweeper".into(), 1_000, 5_000)));
+        assert!(g.remembered() < 10_001, "swept: {}", g.remembered());
+        assert!(!rt.block_on(g.first_use("sig".into(), 999, 1_000)), "replayed");
+    }
+
+    /// Sweeps walk the map O(1) times per insert on average: counted by the
+    /// calls of the liveness check over 200,000 inserts of live entries.
+    #[test]
+    fn sweeps_cost_constant_work_per_insert() {
+        let mut m: Sweeping<u64, ()> = Sweeping::default();
+        let mut checks = 0u64;
+        for i in 0..200_000u64 {
+            m.sweep_if_due(|_, _| {
+                checks += 1;
+                true
+            });
+            m.map.insert(i, ());
+        }
+        assert!(checks < 2 * 200_000, "{checks} checks for 200,000 inserts");
     }
 }
 
@@ -370,8 +411,9 @@ impl WindowLimiter {
             })
             .await;
         }
-        let now = Instant::now();
         let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock, so each key's hits stay in order.
+        let now = Instant::now();
         // Keys whose last hit is out of the window are forgotten.
         let window = self.window;
         hits.sweep_if_due(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
@@ -416,12 +458,17 @@ mod window_tests {
     #[test]
     fn keys_out_of_the_window_are_forgotten() {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let w = WindowLimiter::new(Some(5), Duration::from_millis(20));
-        for i in 0..10_000 {
+        let w = WindowLimiter::new(Some(5), Duration::from_millis(100));
+        for i in 0..9_999 {
             assert!(rt.block_on(w.hit(&format!("pair{i}"))).is_ok());
         }
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(rt.block_on(w.hit("late")).is_ok());
+        std::thread::sleep(Duration::from_millis(150));
+        // The second of these hits finds 10,000 keys and sweeps: the idle
+        // pairs go, the busy one stays and is held to its limit.
+        for _ in 0..5 {
+            assert!(rt.block_on(w.hit("busy")).is_ok());
+        }
+        assert!(rt.block_on(w.hit("busy")).is_err(), "the sixth hit in the window");
         assert_eq!(w.remembered(), 1, "only the key hit within the window");
     }
 }
