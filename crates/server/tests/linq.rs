@@ -408,6 +408,61 @@ async fn participants_are_queued_and_announced() {
     assert_linq(&r, 400, 1002, "Phone number must be in E.164 format: 4155550299");
 }
 
+/// `GET /v3/chats` filters by a handle that is or was a member and by the
+/// sending line, and pages what is left.
+#[tokio::test]
+async fn chat_list_filters_by_handle_and_line_and_pages() {
+    let s = server().await;
+    let ids = |r: &Reply| -> Vec<String> {
+        r.body["chats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let two = uuid(&s, 2).await;
+    let to = |h: &str| format!("/v3/chats?to={}", urlencode(h));
+    let r = linq(&s, Method::GET, &to("+14155550201"), None).await;
+    assert_eq!(ids(&r), std::slice::from_ref(&two), "{}", r.text);
+    let r = linq(
+        &s,
+        Method::DELETE,
+        &format!("/v3/chats/{two}/participants"),
+        Some(json!({"handle": "+14155550201"})),
+    )
+    .await;
+    settled(&s, r.body["trace_id"].as_str().unwrap()).await;
+    let r = linq(&s, Method::GET, &to("+14155550201"), None).await;
+    assert_eq!(
+        ids(&r),
+        std::slice::from_ref(&two),
+        "a former member still matches: {}",
+        r.text
+    );
+    let handle = r.body["chats"][0]["handles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["handle"] == "+14155550201")
+        .cloned();
+    assert_eq!(handle.map(|h| h["status"].clone()), Some(json!("removed")));
+    let r = linq(&s, Method::GET, &to("+19995550000"), None).await;
+    assert_eq!(ids(&r), Vec::<String>::new());
+    assert_eq!(r.body["next_cursor"], Value::Null);
+    // Chats 1-4 are on LINE (newest first), chat 5 on LINE2.
+    let from = format!("/v3/chats?from={}&limit=3", urlencode(LINE));
+    let r = linq(&s, Method::GET, &from, None).await;
+    let first = ids(&r);
+    assert_eq!(first.len(), 3, "{}", r.text);
+    assert_eq!(r.body["next_cursor"], "3");
+    let r = linq(&s, Method::GET, &format!("{from}&cursor=3"), None).await;
+    let rest = ids(&r);
+    assert_eq!(rest, [uuid(&s, 1).await], "{}", r.text);
+    assert_eq!(r.body["next_cursor"], Value::Null);
+    assert_eq!(first, [uuid(&s, 4).await, uuid(&s, 3).await, two]);
+}
+
 #[tokio::test]
 async fn chats_messages_and_the_rest() {
     let s = TestServer::start_tweaked(|st| {

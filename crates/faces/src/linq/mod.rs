@@ -413,36 +413,63 @@ async fn list_chats(
             Some(c) => c.parse::<usize>().map_err(|_| LinqError::param("invalid cursor"))?,
         };
         let (from, to) = (q.get("from").cloned(), q.get("to").cloned());
-        let v = read(&st, move |tx| {
+        let (page, total) = read(&st, move |tx| {
             let lines = tx.lines(tenant.id)?;
             let mut chats: Vec<Chat> = tx
                 .chats(tenant.id)?
                 .into_iter()
                 .filter(|c| c.network == Network::Imessage)
+                .filter(|c| {
+                    from.as_ref().is_none_or(|f| {
+                        lines.iter().find(|l| Some(l.id) == c.line_id).map(|l| &l.phone_number) == Some(f)
+                    })
+                })
                 .collect();
             chats.reverse();
-            let mut out = Vec::new();
-            for c in chats {
-                let line = lines.iter().find(|l| Some(l.id) == c.line_id);
-                if from.as_ref().is_some_and(|f| line.map(|l| &l.phone_number) != Some(f)) {
-                    continue;
-                }
-                let j = wire::chat_json(tx, &c)?;
-                if let Some(t) = &to {
-                    let has = j["handles"]
-                        .as_array()
-                        .is_some_and(|hs| hs.iter().any(|h| h["handle"] == json!(t)));
-                    if !has {
-                        continue;
+            // `to`: chats where that handle is or was a member (it is then
+            // among the chat's `handles`). Decided by one lookup per chat,
+            // and only the page asked for is rendered: rendering reads a
+            // chat's whole membership history and events.
+            match to.as_deref() {
+                None => {}
+                Some("") => {
+                    // Members without a handle show as "": only rendering
+                    // tells.
+                    let mut kept = Vec::new();
+                    for c in chats {
+                        let j = wire::chat_json(tx, &c)?;
+                        if j["handles"]
+                            .as_array()
+                            .is_some_and(|hs| hs.iter().any(|h| h["handle"] == ""))
+                        {
+                            kept.push(c);
+                        }
                     }
+                    chats = kept;
                 }
-                out.push(j);
+                Some(t) => match tx.user_by_handle(tenant.id, t)? {
+                    None => chats.clear(),
+                    Some(u) => {
+                        let mut kept = Vec::new();
+                        for c in chats {
+                            if tx.membership(tenant.id, c.id, u.id)?.is_some() {
+                                kept.push(c);
+                            }
+                        }
+                        chats = kept;
+                    }
+                },
             }
-            Ok(out)
+            let total = chats.len();
+            let page = chats
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|c| wire::chat_json(tx, c))
+                .collect::<Result<Vec<Value>, CoreError>>()?;
+            Ok((page, total))
         })
         .await?;
-        let total = v.len();
-        let page: Vec<Value> = v.into_iter().skip(offset).take(limit).collect();
         let next = (offset + page.len() < total).then(|| (offset + page.len()).to_string());
         Ok(Json(json!({"chats": page, "next_cursor": next})).into_response())
     }
