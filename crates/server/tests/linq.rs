@@ -461,6 +461,12 @@ async fn chat_list_filters_by_handle_and_line_and_pages() {
     assert_eq!(rest, [uuid(&s, 1).await], "{}", r.text);
     assert_eq!(r.body["next_cursor"], Value::Null);
     assert_eq!(first, [uuid(&s, 4).await, uuid(&s, 3).await, two]);
+    for bad in ["limit=0", "limit=101", "limit=x"] {
+        let r = linq(&s, Method::GET, &format!("/v3/chats?{bad}"), None).await;
+        assert_linq(&r, 400, 1005, "Invalid parameter value: limit must be 1-100");
+    }
+    let r = linq(&s, Method::GET, "/v3/chats?cursor=x", None).await;
+    assert_linq(&r, 400, 1005, "Invalid parameter value: invalid cursor");
 }
 
 #[tokio::test]

@@ -79,15 +79,10 @@ pub use p;
 /// column). PostgreSQL finds them in the partial index `memberships_user`;
 /// SQLite in `user_chats` (every chat the person ever joined), each checked
 /// for an active membership by the primary key (see SQLite migration 9).
-fn chats_of_user_sql(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::Postgres => "SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND ended = 0",
-        Dialect::Sqlite => {
-            "SELECT u.chat_id FROM user_chats u WHERE u.tenant_id = ?1 AND u.user_id = ?2 AND EXISTS \
-             (SELECT 1 FROM memberships m WHERE m.tenant_id = ?1 AND m.chat_id = u.chat_id AND m.user_id = ?2 AND m.ended = 0)"
-        }
-    }
-}
+const CHATS_OF_USER_PG: &str = "SELECT chat_id FROM memberships WHERE tenant_id = ?1 AND user_id = ?2 AND ended = 0";
+const CHATS_OF_USER_SQLITE: &str =
+    "SELECT u.chat_id FROM user_chats u WHERE u.tenant_id = ?1 AND u.user_id = ?2 AND EXISTS \
+     (SELECT 1 FROM memberships m WHERE m.tenant_id = ?1 AND m.chat_id = u.chat_id AND m.user_id = ?2 AND m.ended = 0)";
 
 /// Forgets the Chert signatures expired by ?1 (by the index
 /// `replay_nonces_expiry` on PostgreSQL, migration 4).
@@ -832,14 +827,11 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn chat_ids_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<ChatId>> {
-        self.many(
-            &format!(
-                "SELECT chat_id FROM ({}) mine ORDER BY chat_id",
-                chats_of_user_sql(self.c.dialect())
-            ),
-            p![tenant.0, user.0],
-            |r| Ok(ChatId(r.get(0)?)),
-        )
+        let sql = match self.c.dialect() {
+            Dialect::Postgres => sql!("SELECT chat_id FROM ({CHATS_OF_USER_PG}) mine ORDER BY chat_id"),
+            Dialect::Sqlite => sql!("SELECT chat_id FROM ({CHATS_OF_USER_SQLITE}) mine ORDER BY chat_id"),
+        };
+        self.many(sql, p![tenant.0, user.0], |r| Ok(ChatId(r.get(0)?)))
     }
 
     fn crm_chats(&mut self, tenant: TenantId, entity: CrmEntity) -> TxResult<Vec<ChatId>> {
@@ -1252,14 +1244,17 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     }
 
     fn chats_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<Chat>> {
-        self.many(
-            &format!(
-                "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id IN ({}) ORDER BY id",
-                chats_of_user_sql(self.c.dialect())
-            ),
-            p![tenant.0, user.0],
-            chat_row,
-        )
+        let sql = match self.c.dialect() {
+            Dialect::Postgres => {
+                sql!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id IN ({CHATS_OF_USER_PG}) ORDER BY id")
+            }
+            Dialect::Sqlite => {
+                sql!(
+                    "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND id IN ({CHATS_OF_USER_SQLITE}) ORDER BY id"
+                )
+            }
+        };
+        self.many(sql, p![tenant.0, user.0], chat_row)
     }
 
     fn membership_history(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>> {

@@ -519,9 +519,14 @@ async fn pg_only_memberships_keep_their_order_and_history_through_migration_2() 
 
 /// A tenant with persons 1–6 and a group owned by 1 with 2–6 in it.
 async fn six_person_group(store: &dyn Store) -> (TenantId, ChatId) {
+    six_person_group_of(store, "acme").await
+}
+
+/// [`six_person_group`] in a tenant called `slug`.
+async fn six_person_group_of(store: &dyn Store, slug: &'static str) -> (TenantId, ChatId) {
     store
-        .write(|tx| {
-            let t = tx.insert_tenant("acme", "Acme")?;
+        .write(move |tx| {
+            let t = tx.insert_tenant(slug, slug)?;
             for i in 1..=6 {
                 tx.insert_user(testing::person(t.id, i))?;
             }
@@ -728,23 +733,7 @@ async fn a_persons_chats_follow_joins_leaves_and_rejoins() {
     let db = testing::fresh_store().await;
     let store = db.store.clone();
     let (t, first) = six_person_group(store.as_ref()).await;
-    let other_tenant = store
-        .write(|tx| {
-            let o = tx.insert_tenant("other", "Other")?;
-            for i in 1..=3 {
-                tx.insert_user(testing::person(o.id, i))?;
-            }
-            let chat = testing::group(
-                o.id,
-                Network::Internal,
-                Creator::User(UserId(1)),
-                vec![MemberRef::Id(UserId(2))],
-            );
-            commands::create_chat(tx.as_tx(), &chat)?;
-            Ok(o.id)
-        })
-        .await
-        .unwrap();
+    let (other_tenant, _) = six_person_group_of(store.as_ref(), "other").await;
     let second = store
         .write(move |tx| {
             let members = vec![MemberRef::Id(UserId(3))];
