@@ -1,5 +1,5 @@
-//! PostgreSQL store: a pool of connections (deadpool + tokio-postgres),
-//! one transaction per job. Several confab nodes may share the database:
+//! PostgreSQL store: a pool of tokio-postgres connections, each on a
+//! thread of its own ([`lanes`]), one transaction per job. Several confab nodes may share the database:
 //! commands on a chat serialize on its row lock (`SELECT … FOR UPDATE` in
 //! `lock_chat`), workers claim outbox rows and operations with
 //! `FOR UPDATE SKIP LOCKED`, per-tenant ids are allocated under a
@@ -7,22 +7,23 @@
 //! lock so that nodes starting together do not race.
 //!
 //! The port is synchronous (core rules are plain functions), so a job runs
-//! on a blocking thread that drives the connection's futures with
-//! `Handle::block_on`; the connection itself is checked out asynchronously
-//! first, so waiting for a free connection never holds a thread.
+//! on its connection's thread, which drives the connection's futures with
+//! its own runtime's `block_on`; a request waits for a free connection
+//! asynchronously, so waiting never holds a thread.
 
+mod lanes;
 mod tls;
 
-use crate::sql::{dollar_placeholders, Conn, Dialect, SqlRow, SqlTx, Val};
+use crate::sql::{Conn, Dialect, SqlRow, SqlTx, Val};
 use crate::{AnyBox, Job, Mode, Store};
 use async_trait::async_trait;
 use confab_core::tx::TxResult;
 use confab_core::CoreError;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use lanes::{Connector, Lanes, Session};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::runtime::Handle;
+use tokio::runtime::Runtime;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
 pub use tls::{parse as parse_url, TlsMode};
@@ -86,7 +87,9 @@ pub enum PgOpenError {
 }
 
 pub struct PgStore {
-    pool: Pool,
+    lanes: Lanes,
+    /// How long a job waits for a free connection.
+    wait: Duration,
     target: String,
     /// Round trips of this store's transactions so far (see
     /// [`PgStore::round_trips`]).
@@ -105,22 +108,9 @@ impl PgStore {
         config.options(format!("-c statement_timeout={}", opts.statement_timeout.as_millis()));
         config.application_name("confab");
         let target = describe(&config);
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(opts.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(opts.connect_timeout))
-            .create_timeout(Some(opts.connect_timeout))
-            .build()
-            .map_err(|e| PgOpenError::Url(e.to_string()))?;
         let store = PgStore {
-            pool,
+            lanes: Lanes::new(opts.pool_size, Connector { config, tls }),
+            wait: opts.connect_timeout,
             target,
             round_trips: Arc::default(),
             wakeup: Arc::default(),
@@ -146,7 +136,7 @@ impl PgStore {
             target: self.target.clone(),
             message,
         };
-        let mut client = self.pool.get().await.map_err(|e| connect(chain(&e)))?;
+        let mut client = self.lanes.connector().connect().await.map_err(|e| connect(chain(&e)))?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -245,37 +235,50 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> CoreError {
     }
 }
 
-fn pool_err(e: deadpool_postgres::PoolError) -> CoreError {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => pg_err(e),
-        other => CoreError::Unavailable(format!("PostgreSQL connection pool: {other}")),
-    }
-}
-
-fn join_err(e: tokio::task::JoinError) -> CoreError {
-    CoreError::Internal(format!("store task failed: {e}"))
-}
-
 /// [`Conn`] over one PostgreSQL transaction, begun lazily: `BEGIN` is
 /// pipelined with the job's first statement (one round trip for both), and
 /// a job that runs no statement opens no transaction. Statements whose
 /// answer is not needed (`exec_deferred`) wait and go out in the same
 /// flight as the next statement or `COMMIT`.
 pub struct PgConn<'a> {
-    client: &'a deadpool_postgres::ClientWrapper,
-    h: &'a Handle,
+    rt: &'a Runtime,
+    session: &'a mut Session,
     read_only: bool,
     /// The `BEGIN` statement, until it has been sent.
     begin: Option<&'static str>,
     /// Whether `BEGIN` may have been sent (set before trying).
     maybe_open: bool,
-    /// Deferred statements (placeholders rewritten), in order, not yet sent.
-    deferred: Vec<(String, Vec<Val>)>,
+    /// Deferred statements (prepared), in order, not yet sent.
+    deferred: Vec<(tokio_postgres::Statement, Vec<Val>)>,
     /// Round trips made (one per flight of requests).
     round_trips: u64,
 }
 
-impl PgConn<'_> {
+impl<'a> PgConn<'a> {
+    fn new(rt: &'a Runtime, session: &'a mut Session, read_only: bool) -> PgConn<'a> {
+        // A read job sees one snapshot; a write job reads the latest
+        // committed rows after taking its locks.
+        let begin = if read_only {
+            "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        } else {
+            "START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE"
+        };
+        PgConn {
+            rt,
+            session,
+            read_only,
+            begin: Some(begin),
+            maybe_open: false,
+            deferred: Vec::new(),
+            round_trips: 0,
+        }
+    }
+
+    /// `sql` prepared on this connection (see [`Session::statement`]).
+    fn statement(&mut self, sql: &str) -> TxResult<tokio_postgres::Statement> {
+        self.session.statement(self.rt, sql).map_err(pg_err)
+    }
+
     /// Runs `op` with the prepared `sql`, preceded in the same flight by
     /// `BEGIN` if the transaction has not begun and by the deferred
     /// statements: every request is written before any answer is read, and
@@ -287,34 +290,26 @@ impl PgConn<'_> {
         sqls: &[&str],
         op: impl AsyncFnOnce(&tokio_postgres::Client, &[tokio_postgres::Statement]) -> Result<T, tokio_postgres::Error>,
     ) -> TxResult<T> {
-        let client = self.client;
-        let begin = self.begin;
-        let deferred = std::mem::take(&mut self.deferred);
+        let mut statements = Vec::with_capacity(sqls.len());
+        for sql in sqls {
+            statements.push(self.statement(sql)?);
+        }
+        // The driver encodes a statement's parameters when it is sent and
+        // skips it if that fails, but would still send the rest of the
+        // flight (a COMMIT, say): check them first. Until the flight goes
+        // out, BEGIN and the deferred statements wait for the next one (or
+        // are rolled back).
+        for (st, params) in &self.deferred {
+            encodable(st, params)?;
+        }
+        let client = &self.session.client;
+        let begin = self.begin.take();
+        let earlier = std::mem::take(&mut self.deferred);
         // From here on a transaction may be open, whatever happens next (a
         // panic inside `block_on` included): the end of the job rolls back.
         self.maybe_open |= begin.is_some();
-        // Set once the flight has gone out: a statement that fails to
-        // prepare (or a deferred one whose parameters cannot be encoded)
-        // sends nothing, and BEGIN and the deferred statements must still
-        // go out with the next one — or be rolled back.
-        let mut sent = false;
-        let flown = &mut sent;
-        let waiting = &deferred;
-        let out = self.h.block_on(async move {
-            let mut statements = Vec::with_capacity(sqls.len());
-            for sql in sqls {
-                statements.push(client.prepare_cached(&dollar_placeholders(sql)).await.map_err(pg_err)?);
-            }
-            let mut earlier = Vec::with_capacity(waiting.len());
-            for (sql, params) in waiting {
-                let st = client.prepare_cached(sql).await.map_err(pg_err)?;
-                // The driver encodes a statement's parameters when it is
-                // sent and skips it if that fails, but would still send the
-                // rest of the flight (a COMMIT, say): check them first.
-                encodable(&st, params)?;
-                earlier.push((st, params));
-            }
-            *flown = true;
+        self.round_trips += 1;
+        self.rt.block_on(async move {
             if begin.is_none() && earlier.is_empty() {
                 return op(client, &statements).await.map_err(pg_err);
             }
@@ -336,14 +331,7 @@ impl PgConn<'_> {
                 e.map_err(pg_err)?;
             }
             out.map_err(pg_err)
-        });
-        if sent {
-            self.begin = None;
-            self.round_trips += 1;
-        } else {
-            self.deferred = deferred;
-        }
-        out
+        })
     }
 
     /// Ends the transaction: `COMMIT` (with any deferred statements) if it
@@ -360,7 +348,7 @@ impl PgConn<'_> {
         self.deferred.clear();
         if self.begin.is_none() || self.maybe_open {
             self.round_trips += 1;
-            return self.h.block_on(self.client.batch_execute("ROLLBACK")).map_err(pg_err);
+            return self.rt.block_on(self.session.client.batch_execute("ROLLBACK")).map_err(pg_err);
         }
         Ok(())
     }
@@ -375,16 +363,19 @@ impl PgConn<'_> {
     /// commit this one's writes.
     fn end<T>(&mut self, out: Result<T, CoreError>) -> Result<T, CoreError> {
         match out {
-            Ok(v) if !self.read_only => self.finish(true).map(|()| v).inspect_err(|_| {
-                let _ = self.finish(false);
-            }),
+            Ok(v) if !self.read_only => self.finish(true).map(|()| v).inspect_err(|_| self.roll_back()),
             other => {
-                // A connection is never returned to the pool inside a
-                // transaction: if this fails, the connection is broken and
-                // the pool discards it.
-                let _ = self.finish(false);
+                self.roll_back();
                 other
             }
+        }
+    }
+
+    /// A connection is never returned to the pool inside a transaction: if
+    /// the rollback fails, the lane closes the connection.
+    fn roll_back(&mut self) {
+        if self.finish(false).is_err() {
+            self.session.broken = true;
         }
     }
 }
@@ -529,7 +520,8 @@ impl Conn for PgConn<'_> {
         if self.read_only {
             return Err(CoreError::Internal("a write in a read-only transaction".into()));
         }
-        self.deferred.push((dollar_placeholders(sql), params.to_vec()));
+        let st = self.statement(sql)?;
+        self.deferred.push((st, params.to_vec()));
         Ok(())
     }
 }
@@ -537,60 +529,45 @@ impl Conn for PgConn<'_> {
 #[async_trait]
 impl Store for PgStore {
     async fn run(&self, mode: Mode, job: Job) -> Result<AnyBox, CoreError> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let h = Handle::current();
         let round_trips = self.round_trips.clone();
         let wakeup = self.wakeup.clone();
-        let started = std::time::Instant::now();
-        let out = tokio::task::spawn_blocking(move || {
-            let read = mode == Mode::Read;
-            // A read job sees one snapshot; a write job reads the latest
-            // committed rows after taking its locks.
-            let begin = if read {
-                "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-            } else {
-                "START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE"
-            };
-            let conn = PgConn {
-                client: &client,
-                h: &h,
-                read_only: read,
-                begin: Some(begin),
-                maybe_open: false,
-                deferred: Vec::new(),
-                round_trips: 0,
-            };
-            let (out, mut conn, wakes_worker) = {
-                let mut tx = SqlTx::new(conn, now());
-                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
-                    .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())));
-                let wakes_worker = tx.wakes_worker();
-                (out, tx.into_conn(), wakes_worker)
-            };
-            let out = conn.end(out);
-            if wakes_worker && out.is_ok() {
-                wakeup.notify_one();
-            }
-            round_trips.fetch_add(conn.round_trips, Ordering::Relaxed);
-            if !read {
-                crate::stats::PG_ROUND_TRIPS.observe(conn.round_trips as f64);
-            }
-            out
-        })
-        .await
-        .map_err(join_err)?;
-        let h = match mode {
-            Mode::Read => &crate::stats::READ_TXN,
-            Mode::Write => &crate::stats::WRITE_TXN,
-        };
-        h.observe(started.elapsed().as_secs_f64());
-        out
+        self.lanes
+            .run(self.wait, move |rt, session| {
+                let started = std::time::Instant::now();
+                let read = mode == Mode::Read;
+                let (out, mut conn, wakes_worker) = {
+                    let mut tx = SqlTx::new(PgConn::new(rt, session, read), now());
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)))
+                        .unwrap_or_else(|_| Err(CoreError::Internal("a store job panicked".into())));
+                    let wakes_worker = tx.wakes_worker();
+                    (out, tx.into_conn(), wakes_worker)
+                };
+                let out = conn.end(out);
+                if wakes_worker && out.is_ok() {
+                    wakeup.notify_one();
+                }
+                round_trips.fetch_add(conn.round_trips, Ordering::Relaxed);
+                if !read {
+                    crate::stats::PG_ROUND_TRIPS.observe(conn.round_trips as f64);
+                }
+                let h = if read {
+                    &crate::stats::READ_TXN
+                } else {
+                    &crate::stats::WRITE_TXN
+                };
+                h.observe(started.elapsed().as_secs_f64());
+                out
+            })
+            .await
     }
 
     async fn ping(&self) -> Result<(), CoreError> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        client.simple_query("SELECT 1").await.map_err(pg_err)?;
-        Ok(())
+        self.lanes
+            .run(self.wait, |rt, session| {
+                rt.block_on(session.client.simple_query("SELECT 1")).map_err(pg_err)?;
+                Ok(())
+            })
+            .await
     }
 
     fn backend(&self) -> &'static str {
@@ -607,27 +584,23 @@ mod tests {
     use super::*;
     use crate::testing::{create_database, open_pg};
 
-    /// Runs `f` with a [`PgConn`] of a fresh database's store, on a
-    /// blocking thread (the connection drives its futures with `block_on`).
+    /// Runs `f` with a write [`PgConn`] of a fresh database's store, on
+    /// one of its connections' threads.
     async fn with_conn<T: Send + 'static>(f: impl FnOnce(&mut PgConn<'_>) -> T + Send + 'static) -> (T, Arc<PgStore>) {
         let store = open_pg(&create_database().await, &PgOptions::default()).await;
-        let client = store.pool.get().await.expect("a connection");
-        let h = Handle::current();
-        let out = tokio::task::spawn_blocking(move || {
-            let mut conn = PgConn {
-                client: &client,
-                h: &h,
-                read_only: false,
-                begin: Some("START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE"),
-                maybe_open: false,
-                deferred: Vec::new(),
-                round_trips: 0,
-            };
-            f(&mut conn)
-        })
-        .await
-        .expect("the test's job");
+        let out = store
+            .lanes
+            .run(Duration::from_secs(30), move |rt, session| {
+                Ok(f(&mut PgConn::new(rt, session, false)))
+            })
+            .await
+            .expect("the test's job");
         (out, store)
+    }
+
+    /// A connection of `store`'s database, outside its pool.
+    async fn client(store: &PgStore) -> tokio_postgres::Client {
+        store.lanes.connector().connect().await.expect("a connection")
     }
 
     const INSERT: &str = "INSERT INTO tenants (id, slug, name, created_at) VALUES (?1, ?2, 'T', 0)";
@@ -637,7 +610,7 @@ mod tests {
     }
 
     async fn slugs(store: &PgStore) -> Vec<String> {
-        let client = store.pool.get().await.expect("a connection");
+        let client = client(&store).await;
         let rows = client
             .query("SELECT slug FROM tenants ORDER BY id", &[])
             .await
@@ -676,7 +649,7 @@ mod tests {
     #[tokio::test]
     async fn pg_only_a_new_tenants_membership_lookups_go_by_chat() {
         let store = open_pg(&create_database().await, &PgOptions::default()).await;
-        let client = store.pool.get().await.expect("a connection");
+        let client = client(&store).await;
         let world = |t: i64| {
             format!(
                 "INSERT INTO tenants (id, slug, name, created_at) VALUES ({t}, 't{t}', 'T', 0); \
@@ -734,7 +707,7 @@ mod tests {
     #[tokio::test]
     async fn pg_only_the_replay_sweep_reads_only_expired_signatures() {
         let store = open_pg(&create_database().await, &PgOptions::default()).await;
-        let client = store.pool.get().await.expect("a connection");
+        let client = client(&store).await;
         client
             .batch_execute(
                 "INSERT INTO replay_nonces (key, expires_at) SELECT 'k' || n, 1000 + n FROM generate_series(1, 20000) n; \
@@ -808,7 +781,7 @@ mod tests {
             c.exec(INSERT, &tenant(1, "a"))?;
             c.exec_deferred(INSERT, &[Val::Real(2.5), Val::Text("b".into())])?;
             let ended = c.end(Ok(()));
-            let after = c.h.block_on(c.client.execute(
+            let after = c.rt.block_on(c.session.client.execute(
                 "INSERT INTO tenants (id, slug, name, created_at) VALUES (3, 'z', 'T', 0)",
                 &[],
             ));
@@ -855,7 +828,7 @@ mod tests {
             let committed = c.finish(true);
             // Outside a transaction this insert commits on its own; the
             // other connection below sees it.
-            let after = c.h.block_on(c.client.execute(
+            let after = c.rt.block_on(c.session.client.execute(
                 "INSERT INTO tenants (id, slug, name, created_at) VALUES (3, 'z', 'T', 0)",
                 &[],
             ));

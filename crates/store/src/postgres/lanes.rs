@@ -1,0 +1,292 @@
+//! The PostgreSQL connection pool: each connection lives on a thread of
+//! its own (a *lane*) with a single-threaded tokio runtime that drives both
+//! the connection's socket and the jobs run on it.
+//!
+//! Core rules are synchronous, so a job cannot run on the server's async
+//! workers. Before lanes, a job ran on a blocking thread and drove its
+//! statements with `Handle::block_on`, while the connection's socket was
+//! driven by the server's runtime: every round trip handed the request to a
+//! runtime worker and the answer back, waking two threads. On a lane the
+//! job's thread writes the request and waits on the socket itself, so a
+//! round trip wakes nobody but the lane. (Measured in BENCHMARKS.md,
+//! session 11.)
+//!
+//! A job goes to the lane that went idle last (its connection is the
+//! likeliest to be warm), to a new lane if none is idle and the pool is not
+//! full, or else waits in a queue that lanes take from as they finish. A
+//! lane opens its connection at its first job and opens a new one when the
+//! old one has closed or may be unusable.
+
+use super::pg_err;
+use crate::sql::dollar_placeholders;
+use confab_core::CoreError;
+use rustc_hash::FxBuildHasher;
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// One open connection of a lane, with its prepared statements.
+pub(crate) struct Session {
+    pub(crate) client: Client,
+    /// By the SQL text as the store writes it (`?` placeholders).
+    statements: HashMap<Box<str>, Statement, FxBuildHasher>,
+    /// Set when the connection may be left in an unknown state (a rollback
+    /// that failed): the lane closes it after the job.
+    pub(crate) broken: bool,
+}
+
+impl Session {
+    /// `sql` prepared on this connection: from the cache, or prepared now
+    /// (one round trip, the first time on each connection).
+    pub(crate) fn statement(&mut self, rt: &Runtime, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = rt.block_on(self.client.prepare(&dollar_placeholders(sql)))?;
+        self.statements.insert(sql.into(), st.clone());
+        Ok(st)
+    }
+}
+
+/// How lanes open their connections.
+pub(crate) struct Connector {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) tls: MakeRustlsConnect,
+}
+
+impl Connector {
+    /// A connection whose socket is driven by the current runtime.
+    pub(crate) async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(self.tls.clone()).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// What a lane hands a job: its runtime and its connection, or why it has
+/// none.
+type Work = Box<dyn FnOnce(Result<(&Runtime, &mut Session), CoreError>) + Send>;
+
+struct Task {
+    work: Work,
+    /// Set by whichever comes first: a lane taking the task, or its
+    /// requester giving up waiting for one.
+    claimed: Arc<AtomicBool>,
+}
+
+struct State {
+    /// Tasks no lane was free for, oldest first. Empty while a lane is idle.
+    queue: VecDeque<Task>,
+    /// Idle lanes, the one that went idle last at the end.
+    idle: Vec<usize>,
+    /// A task handed to an idle lane, by lane.
+    slots: Vec<Option<Task>>,
+    /// Lanes started so far (they run until the pool is dropped).
+    lanes: usize,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Each lane waits on its own, so that a job wakes exactly the lane it
+    /// was handed to.
+    wake: Box<[Condvar]>,
+    connector: Connector,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing runs under the lock that could panic half-way.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next task of lane `id`, waiting for one; `None` once the pool is
+    /// dropped and nothing is left to do.
+    fn next(&self, id: usize) -> Option<Task> {
+        let mut st = self.lock();
+        loop {
+            if let Some(t) = st.slots[id].take() {
+                return Some(t);
+            }
+            if let Some(t) = st.queue.pop_front() {
+                return Some(t);
+            }
+            if st.closed {
+                return None;
+            }
+            if !st.idle.contains(&id) {
+                st.idle.push(id);
+            }
+            st = self.wake[id].wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The pool: at most `size` lanes.
+pub(crate) struct Lanes {
+    shared: Arc<Shared>,
+}
+
+impl Lanes {
+    pub(crate) fn new(size: usize, connector: Connector) -> Lanes {
+        let size = size.max(1);
+        Lanes {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    idle: Vec::with_capacity(size),
+                    slots: (0..size).map(|_| None).collect(),
+                    lanes: 0,
+                    closed: false,
+                }),
+                wake: (0..size).map(|_| Condvar::new()).collect(),
+                connector,
+            }),
+        }
+    }
+
+    /// Runs `f` on a lane with its connection, and gives its answer. Fails
+    /// as "unavailable" if no lane takes it within `wait`, or if the lane
+    /// cannot connect; once a lane has taken it, it runs to the end.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        wait: Duration,
+        f: impl FnOnce(&Runtime, &mut Session) -> Result<T, CoreError> + Send + 'static,
+    ) -> Result<T, CoreError> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let claimed = Arc::new(AtomicBool::new(false));
+        let task = Task {
+            claimed: claimed.clone(),
+            work: Box::new(move |lane| {
+                let _ = tx.send(lane.and_then(|(rt, session)| f(rt, session)));
+            }),
+        };
+        self.push(task)?;
+        let ended = |_| CoreError::Unavailable("PostgreSQL connection pool: the connection's thread ended".into());
+        match tokio::time::timeout(wait, &mut rx).await {
+            Ok(out) => out.map_err(ended)?,
+            Err(_) if !claimed.swap(true, Ordering::AcqRel) => Err(CoreError::Unavailable(format!(
+                "PostgreSQL connection pool: no connection free within {wait:?}"
+            ))),
+            // A lane took it just now: it runs to the end.
+            Err(_) => rx.await.map_err(ended)?,
+        }
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.shared.connector
+    }
+
+    fn push(&self, task: Task) -> Result<(), CoreError> {
+        let mut st = self.shared.lock();
+        if st.closed {
+            return Err(CoreError::Unavailable("PostgreSQL connection pool: closed".into()));
+        }
+        if let Some(id) = st.idle.pop() {
+            st.slots[id] = Some(task);
+            drop(st);
+            self.shared.wake[id].notify_one();
+            return Ok(());
+        }
+        if st.lanes < st.slots.len() {
+            let id = st.lanes;
+            let shared = self.shared.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("confab-pg-{id}"))
+                .spawn(move || lane(&shared, id, task));
+            return match started {
+                Ok(_) => {
+                    st.lanes += 1;
+                    Ok(())
+                }
+                // The task went with the closure: its requester hears that
+                // the thread ended.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a PostgreSQL connection thread");
+                    Ok(())
+                }
+            };
+        }
+        st.queue.push_back(task);
+        Ok(())
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        for cv in self.shared.wake.iter() {
+            cv.notify_all();
+        }
+    }
+}
+
+/// A lane: runs tasks until the pool is dropped.
+fn lane(shared: &Shared, id: usize, first: Task) {
+    let mut rt: Option<Runtime> = None;
+    let mut session: Option<Session> = None;
+    let mut task = Some(first);
+    loop {
+        let Some(t) = task.take().or_else(|| shared.next(id)) else {
+            return;
+        };
+        if t.claimed.swap(true, Ordering::AcqRel) {
+            continue; // its requester stopped waiting
+        }
+        if rt.is_none() {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => rt = Some(r),
+                Err(e) => {
+                    (t.work)(Err(CoreError::Unavailable(format!(
+                        "PostgreSQL connection thread: cannot start its runtime: {e}"
+                    ))));
+                    continue;
+                }
+            }
+        }
+        let Some(rt) = rt.as_ref() else { continue };
+        if let Some(s) = &session {
+            // The connection was not driven while the lane waited: let it
+            // read what the server sent meanwhile (a server that closed it
+            // on shutdown, say), so a closed one is replaced before use.
+            // The first yield lets the runtime poll the socket, the second
+            // lets the connection's task run.
+            rt.block_on(async {
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+            });
+            if s.client.is_closed() {
+                session = None;
+            }
+        }
+        if session.is_none() {
+            match rt.block_on(shared.connector.connect()) {
+                Ok(client) => {
+                    session = Some(Session {
+                        client,
+                        statements: HashMap::default(),
+                        broken: false,
+                    })
+                }
+                Err(e) => {
+                    (t.work)(Err(pg_err(e)));
+                    continue;
+                }
+            }
+        }
+        let Some(s) = session.as_mut() else { continue };
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (t.work)(Ok((rt, &mut *s)))));
+        if ran.is_err() || s.broken || s.client.is_closed() {
+            session = None;
+        }
+    }
+}
