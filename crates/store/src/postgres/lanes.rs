@@ -73,8 +73,12 @@ impl Connector {
 }
 
 /// What a lane hands a job: its runtime and its connection, or why it has
-/// none.
-type Work = Box<dyn FnOnce(Result<(&Runtime, &mut Session), CoreError>) + Send>;
+/// none. The job gives back the sending of its answer, which the lane does
+/// once it is ready for the next job: a requester that sends another job
+/// as soon as it has the answer finds the lane idle, rather than opening
+/// another connection.
+type Work = Box<dyn FnOnce(Result<(&Runtime, &mut Session), CoreError>) -> Reply + Send>;
+type Reply = Box<dyn FnOnce() + Send>;
 
 struct Task {
     work: Work,
@@ -129,6 +133,15 @@ impl Shared {
             st = self.wake[id].wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
+
+    /// Lane `id` is about to be free: it takes the next job pushed, if none
+    /// is waiting for it already.
+    fn ready(&self, id: usize) {
+        let mut st = self.lock();
+        if st.queue.is_empty() && st.slots[id].is_none() && !st.idle.contains(&id) {
+            st.idle.push(id);
+        }
+    }
 }
 
 /// The pool: at most `size` lanes.
@@ -167,7 +180,10 @@ impl Lanes {
         let task = Task {
             claimed: claimed.clone(),
             work: Box::new(move |lane| {
-                let _ = tx.send(lane.and_then(|(rt, session)| f(rt, session)));
+                let out = lane.and_then(|(rt, session)| f(rt, session));
+                Box::new(move || {
+                    let _ = tx.send(out);
+                })
             }),
         };
         self.push(task)?;
@@ -246,9 +262,11 @@ fn lane(shared: &Shared, id: usize, first: Task) {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => rt = Some(r),
                 Err(e) => {
-                    (t.work)(Err(CoreError::Unavailable(format!(
+                    let reply = (t.work)(Err(CoreError::Unavailable(format!(
                         "PostgreSQL connection thread: cannot start its runtime: {e}"
                     ))));
+                    shared.ready(id);
+                    reply();
                     continue;
                 }
             }
@@ -278,7 +296,9 @@ fn lane(shared: &Shared, id: usize, first: Task) {
                     })
                 }
                 Err(e) => {
-                    (t.work)(Err(pg_err(e)));
+                    let reply = (t.work)(Err(pg_err(e)));
+                    shared.ready(id);
+                    reply();
                     continue;
                 }
             }
@@ -287,6 +307,10 @@ fn lane(shared: &Shared, id: usize, first: Task) {
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (t.work)(Ok((rt, &mut *s)))));
         if ran.is_err() || s.broken || s.client.is_closed() {
             session = None;
+        }
+        shared.ready(id);
+        if let Ok(reply) = ran {
+            reply();
         }
     }
 }

@@ -348,7 +348,10 @@ impl<'a> PgConn<'a> {
         self.deferred.clear();
         if self.begin.is_none() || self.maybe_open {
             self.round_trips += 1;
-            return self.rt.block_on(self.session.client.batch_execute("ROLLBACK")).map_err(pg_err);
+            return self
+                .rt
+                .block_on(self.session.client.batch_execute("ROLLBACK"))
+                .map_err(pg_err);
         }
         Ok(())
     }
@@ -610,7 +613,7 @@ mod tests {
     }
 
     async fn slugs(store: &PgStore) -> Vec<String> {
-        let client = client(&store).await;
+        let client = client(store).await;
         let rows = client
             .query("SELECT slug FROM tenants ORDER BY id", &[])
             .await
@@ -842,4 +845,117 @@ mod tests {
             "only the insert made after the failed commit"
         );
     }
+
+    /// The backend process serving a job run on `store`'s pool.
+    async fn backend_pid(store: &PgStore) -> Result<i32, CoreError> {
+        store
+            .lanes
+            .run(store.wait, |rt, s| {
+                let row = rt
+                    .block_on(s.client.query_one("SELECT pg_backend_pid()", &[]))
+                    .map_err(pg_err)?;
+                Ok(row.get(0))
+            })
+            .await
+    }
+
+    /// Jobs one after another reuse one connection (the lane that went
+    /// idle last), instead of opening the pool's every connection.
+    #[tokio::test]
+    async fn pg_only_jobs_one_after_another_reuse_one_connection() {
+        let store = open_pg(&create_database().await, &PgOptions::default()).await;
+        let mut pids = Vec::new();
+        for _ in 0..20 {
+            pids.push(backend_pid(&store).await.expect("a job"));
+        }
+        pids.dedup();
+        assert_eq!(pids.len(), 1, "{pids:?}");
+    }
+
+    /// A connection is not driven while its lane waits for work: one that
+    /// the server closed meanwhile is noticed and replaced before the next
+    /// job uses it, so that job does not fail.
+    #[tokio::test]
+    async fn pg_only_a_connection_closed_by_the_server_while_idle_is_replaced() {
+        let opts = PgOptions {
+            pool_size: 1,
+            ..PgOptions::default()
+        };
+        let store = open_pg(&create_database().await, &opts).await;
+        let first = backend_pid(&store).await.expect("a job");
+        let admin = client(&store).await;
+        let ended: bool = admin
+            .query_one("SELECT pg_terminate_backend($1)", &[&first])
+            .await
+            .expect("terminate")
+            .get(0);
+        assert!(ended);
+        // Until the server has closed the socket.
+        for _ in 0..100 {
+            let gone = admin
+                .query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&first])
+                .await
+                .expect("activity")
+                .is_empty();
+            if gone {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let second = backend_pid(&store)
+            .await
+            .expect("the job after the server closed the connection");
+        assert_ne!(first, second);
+    }
+
+    /// With every connection busy a job waits in turn, and gives up as
+    /// "unavailable" after the pool's wait; a job given up is never run,
+    /// even once a connection is free.
+    #[tokio::test]
+    async fn pg_only_a_job_no_connection_takes_in_time_fails_and_never_runs() {
+        let opts = PgOptions {
+            pool_size: 1,
+            connect_timeout: Duration::from_millis(300),
+            ..PgOptions::default()
+        };
+        let store = open_pg(&create_database().await, &opts).await;
+        backend_pid(&store).await.expect("the connection opened");
+        let busy = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .lanes
+                    .run(Duration::from_secs(5), |rt, s| {
+                        rt.block_on(s.client.batch_execute("SELECT pg_sleep(1)"))
+                            .map_err(pg_err)
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let waited = store
+            .lanes
+            .run(store.wait, |rt, s| {
+                rt.block_on(s.client.batch_execute(INSERT_A)).map_err(pg_err)
+            })
+            .await;
+        assert_eq!(
+            waited,
+            Err(CoreError::Unavailable(
+                "PostgreSQL connection pool: no connection free within 300ms".into()
+            ))
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(busy.await.expect("the busy job"), Ok(()));
+        // The lane is free again, and the job given up was not run on it.
+        backend_pid(&store).await.expect("a job after the busy one");
+        assert_eq!(slugs(&store).await, Vec::<String>::new());
+    }
+
+    const INSERT_A: &str = "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 'a', 'T', 0)";
 }
