@@ -113,16 +113,18 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The next task of lane `id`, waiting for one; `None` once the pool is
-    /// dropped and nothing is left to do.
-    fn next(&self, id: usize) -> Option<Task> {
+    /// The next task of lane `id`, waiting for one, and whether the lane
+    /// had to wait; `None` once the pool is dropped and nothing is left to
+    /// do.
+    fn next(&self, id: usize) -> Option<(Task, bool)> {
         let mut st = self.lock();
+        let mut waited = false;
         loop {
             if let Some(t) = st.slots[id].take() {
-                return Some(t);
+                return Some((t, waited));
             }
             if let Some(t) = st.queue.pop_front() {
-                return Some(t);
+                return Some((t, waited));
             }
             if st.closed {
                 return None;
@@ -130,6 +132,7 @@ impl Shared {
             if !st.idle.contains(&id) {
                 st.idle.push(id);
             }
+            waited = true;
             st = self.wake[id].wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -250,9 +253,9 @@ impl Drop for Lanes {
 fn lane(shared: &Shared, id: usize, first: Task) {
     let mut rt: Option<Runtime> = None;
     let mut session: Option<Session> = None;
-    let mut task = Some(first);
+    let mut task = Some((first, false));
     loop {
-        let Some(t) = task.take().or_else(|| shared.next(id)) else {
+        let Some((t, waited)) = task.take().or_else(|| shared.next(id)) else {
             return;
         };
         if t.claimed.swap(true, Ordering::AcqRel) {
@@ -272,7 +275,7 @@ fn lane(shared: &Shared, id: usize, first: Task) {
             }
         }
         let Some(rt) = rt.as_ref() else { continue };
-        if let Some(s) = &session {
+        if let Some(s) = session.as_ref().filter(|_| waited) {
             // The connection was not driven while the lane waited: let it
             // read what the server sent meanwhile (a server that closed it
             // on shutdown, say), so a closed one is replaced before use.

@@ -294,6 +294,11 @@ impl<'a> PgConn<'a> {
         for sql in sqls {
             statements.push(self.statement(sql)?);
         }
+        // Prepared like the rest: PostgreSQL parses it once per connection.
+        let begin = match self.begin {
+            Some(sql) => Some(self.statement(sql)?),
+            None => None,
+        };
         // The driver encodes a statement's parameters when it is sent and
         // skips it if that fails, but would still send the rest of the
         // flight (a COMMIT, say): check them first. Until the flight goes
@@ -303,7 +308,7 @@ impl<'a> PgConn<'a> {
             encodable(st, params)?;
         }
         let client = &self.session.client;
-        let begin = self.begin.take();
+        self.begin = None;
         let earlier = std::mem::take(&mut self.deferred);
         // From here on a transaction may be open, whatever happens next (a
         // panic inside `block_on` included): the end of the job rolls back.
@@ -314,8 +319,8 @@ impl<'a> PgConn<'a> {
                 return op(client, &statements).await.map_err(pg_err);
             }
             let begin = async {
-                match begin {
-                    Some(b) => client.batch_execute(b).await,
+                match &begin {
+                    Some(b) => client.execute(b, &[]).await.map(|_| ()),
                     None => Ok(()),
                 }
             };
