@@ -57,12 +57,45 @@ impl Session {
 pub(crate) struct Connector {
     pub(crate) config: tokio_postgres::Config,
     pub(crate) tls: MakeRustlsConnect,
+    /// How long opening a connection may take in all: the driver's own
+    /// `connect_timeout` bounds only the TCP connect, not TLS or the
+    /// startup and authentication exchange behind it.
+    pub(crate) timeout: Duration,
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    Driver(tokio_postgres::Error),
+    TimedOut(Duration),
+}
+
+impl ConnectError {
+    /// With its causes: "error connecting to server: Connection refused".
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            ConnectError::Driver(e) => super::chain(e),
+            ConnectError::TimedOut(d) => format!("no connection within {d:?}"),
+        }
+    }
+
+    fn into_core(self) -> CoreError {
+        match self {
+            ConnectError::Driver(e) => pg_err(e),
+            ConnectError::TimedOut(d) => {
+                CoreError::Unavailable(format!("PostgreSQL: opening a connection took longer than {d:?}"))
+            }
+        }
+    }
 }
 
 impl Connector {
     /// A connection whose socket is driven by the current runtime.
-    pub(crate) async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(self.tls.clone()).await?;
+    pub(crate) async fn connect(&self) -> Result<Client, ConnectError> {
+        let (client, connection) = tokio::time::timeout(self.timeout, self.config.connect(self.tls.clone()))
+            .await
+            .map_err(|_| ConnectError::TimedOut(self.timeout))?
+            .map_err(ConnectError::Driver)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "PostgreSQL connection ended");
@@ -94,7 +127,8 @@ struct State {
     idle: Vec<usize>,
     /// A task handed to an idle lane, by lane.
     slots: Vec<Option<Task>>,
-    /// Lanes started so far (they run until the pool is dropped).
+    /// Lanes started so far (they run until the pool is dropped and its
+    /// queue is drained).
     lanes: usize,
     closed: bool,
 }
@@ -172,7 +206,9 @@ impl Lanes {
 
     /// Runs `f` on a lane with its connection, and gives its answer. Fails
     /// as "unavailable" if no lane takes it within `wait`, or if the lane
-    /// cannot connect; once a lane has taken it, it runs to the end.
+    /// cannot connect; once a lane has taken it, it runs to the end. A job
+    /// whose requester stops waiting (timed out, or dropped before a lane
+    /// took it: a client that went away) is never run.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         wait: Duration,
@@ -180,6 +216,7 @@ impl Lanes {
     ) -> Result<T, CoreError> {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         let claimed = Arc::new(AtomicBool::new(false));
+        let _given_up_when_dropped = GiveUp(claimed.clone());
         let task = Task {
             claimed: claimed.clone(),
             work: Box::new(move |lane| {
@@ -190,7 +227,7 @@ impl Lanes {
             }),
         };
         self.push(task)?;
-        let ended = |_| CoreError::Unavailable("PostgreSQL connection pool: the connection's thread ended".into());
+        let ended = |_| CoreError::Unavailable("PostgreSQL connection pool: the job ended without an answer".into());
         match tokio::time::timeout(wait, &mut rx).await {
             Ok(out) => out.map_err(ended)?,
             Err(_) if !claimed.swap(true, Ordering::AcqRel) => Err(CoreError::Unavailable(format!(
@@ -240,6 +277,16 @@ impl Lanes {
     }
 }
 
+/// Claims a task for its requester when the requester stops waiting, so
+/// that no lane runs it afterwards (harmless once a lane has claimed it).
+struct GiveUp(Arc<AtomicBool>);
+
+impl Drop for GiveUp {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 impl Drop for Lanes {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
@@ -274,14 +321,14 @@ fn lane(shared: &Shared, id: usize, first: Task) {
                 }
             }
         }
-        let Some(rt) = rt.as_ref() else { continue };
+        let Some(runtime) = rt.as_ref() else { continue };
         if let Some(s) = session.as_ref().filter(|_| waited) {
             // The connection was not driven while the lane waited: let it
             // read what the server sent meanwhile (a server that closed it
             // on shutdown, say), so a closed one is replaced before use.
             // The first yield lets the runtime poll the socket, the second
             // lets the connection's task run.
-            rt.block_on(async {
+            runtime.block_on(async {
                 tokio::task::yield_now().await;
                 tokio::task::yield_now().await;
             });
@@ -290,7 +337,7 @@ fn lane(shared: &Shared, id: usize, first: Task) {
             }
         }
         if session.is_none() {
-            match rt.block_on(shared.connector.connect()) {
+            match runtime.block_on(shared.connector.connect()) {
                 Ok(client) => {
                     session = Some(Session {
                         client,
@@ -299,7 +346,7 @@ fn lane(shared: &Shared, id: usize, first: Task) {
                     })
                 }
                 Err(e) => {
-                    let reply = (t.work)(Err(pg_err(e)));
+                    let reply = (t.work)(Err(e.into_core()));
                     shared.ready(id);
                     reply();
                     continue;
@@ -307,9 +354,14 @@ fn lane(shared: &Shared, id: usize, first: Task) {
             }
         }
         let Some(s) = session.as_mut() else { continue };
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (t.work)(Ok((rt, &mut *s)))));
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (t.work)(Ok((runtime, &mut *s)))));
         if ran.is_err() || s.broken || s.client.is_closed() {
             session = None;
+            // The connection's task, which holds its socket, runs only
+            // inside this runtime: dropped with it, the socket closes now
+            // (with any transaction left open on it) instead of at this
+            // lane's next job.
+            rt = None;
         }
         shared.ready(id);
         if let Ok(reply) = ran {

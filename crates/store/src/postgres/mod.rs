@@ -51,13 +51,14 @@ const MIGRATION_LOCK: i64 = 0x636f_6e66_6162; // "confab"
 
 #[derive(Debug, Clone)]
 pub struct PgOptions {
-    /// Most connections this node opens.
+    /// Most connections this node's pool opens (the migrations at start
+    /// use one more, briefly).
     pub pool_size: usize,
     /// `statement_timeout` of every session; a statement running longer is
     /// cancelled and the request fails as "unavailable".
     pub statement_timeout: Duration,
-    /// How long a request waits for a free connection (or for a new one
-    /// to open) before failing as "unavailable".
+    /// How long a request waits for a free connection, and how long
+    /// opening a connection may take, before failing as "unavailable".
     pub connect_timeout: Duration,
 }
 
@@ -109,7 +110,14 @@ impl PgStore {
         config.application_name("confab");
         let target = describe(&config);
         let store = PgStore {
-            lanes: Lanes::new(opts.pool_size, Connector { config, tls }),
+            lanes: Lanes::new(
+                opts.pool_size,
+                Connector {
+                    config,
+                    tls,
+                    timeout: opts.connect_timeout,
+                },
+            ),
             wait: opts.connect_timeout,
             target,
             round_trips: Arc::default(),
@@ -136,7 +144,12 @@ impl PgStore {
             target: self.target.clone(),
             message,
         };
-        let mut client = self.lanes.connector().connect().await.map_err(|e| connect(chain(&e)))?;
+        let mut client = self
+            .lanes
+            .connector()
+            .connect()
+            .await
+            .map_err(|e| connect(e.describe()))?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -864,6 +877,32 @@ mod tests {
             .await
     }
 
+    /// Runs `sql` on `store`'s pool in a task of its own (a requester
+    /// that waits up to 5 s for a connection).
+    fn spawn_sql(store: &Arc<PgStore>, sql: &'static str) -> tokio::task::JoinHandle<Result<(), CoreError>> {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .lanes
+                .run(Duration::from_secs(5), move |rt, s| {
+                    rt.block_on(s.client.batch_execute(sql)).map_err(pg_err)
+                })
+                .await
+        })
+    }
+
+    /// A store whose pool has one connection, already open.
+    async fn one_connection(connect_timeout: Duration) -> Arc<PgStore> {
+        let opts = PgOptions {
+            pool_size: 1,
+            connect_timeout,
+            ..PgOptions::default()
+        };
+        let store = open_pg(&create_database().await, &opts).await;
+        backend_pid(&store).await.expect("the connection opened");
+        store
+    }
+
     /// Jobs one after another reuse one connection (the lane that went
     /// idle last), instead of opening the pool's every connection.
     #[tokio::test]
@@ -882,11 +921,7 @@ mod tests {
     /// job uses it, so that job does not fail.
     #[tokio::test]
     async fn pg_only_a_connection_closed_by_the_server_while_idle_is_replaced() {
-        let opts = PgOptions {
-            pool_size: 1,
-            ..PgOptions::default()
-        };
-        let store = open_pg(&create_database().await, &opts).await;
+        let store = one_connection(PgOptions::default().connect_timeout).await;
         let first = backend_pid(&store).await.expect("a job");
         let admin = client(&store).await;
         let ended: bool = admin
@@ -918,25 +953,8 @@ mod tests {
     /// even once a connection is free.
     #[tokio::test]
     async fn pg_only_a_job_no_connection_takes_in_time_fails_and_never_runs() {
-        let opts = PgOptions {
-            pool_size: 1,
-            connect_timeout: Duration::from_millis(300),
-            ..PgOptions::default()
-        };
-        let store = open_pg(&create_database().await, &opts).await;
-        backend_pid(&store).await.expect("the connection opened");
-        let busy = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .lanes
-                    .run(Duration::from_secs(5), |rt, s| {
-                        rt.block_on(s.client.batch_execute("SELECT pg_sleep(1)"))
-                            .map_err(pg_err)
-                    })
-                    .await
-            })
-        };
+        let store = one_connection(Duration::from_millis(300)).await;
+        let busy = spawn_sql(&store, "SELECT pg_sleep(1)");
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = std::time::Instant::now();
         let waited = store
@@ -960,6 +978,73 @@ mod tests {
         // The lane is free again, and the job given up was not run on it.
         backend_pid(&store).await.expect("a job after the busy one");
         assert_eq!(slugs(&store).await, Vec::<String>::new());
+    }
+
+    /// A job whose requester went away (a client that disconnected while
+    /// its request waited for a connection) is never run.
+    #[tokio::test]
+    async fn pg_only_a_job_whose_requester_went_away_before_it_started_never_runs() {
+        let store = one_connection(PgOptions::default().connect_timeout).await;
+        let busy = spawn_sql(&store, "SELECT pg_sleep(0.5)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let gone = spawn_sql(&store, INSERT_A);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gone.abort();
+        assert!(gone.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(busy.await.expect("the busy job"), Ok(()));
+        backend_pid(&store).await.expect("a job after the busy one");
+        assert_eq!(slugs(&store).await, Vec::<String>::new());
+    }
+
+    /// Opening a connection is bounded in all, not only its TCP connect: a
+    /// server that accepts the connection and never answers (a stalled
+    /// proxy, say) fails the start, and a job, as "unavailable" instead of
+    /// hanging. Needs no PostgreSQL.
+    #[tokio::test]
+    async fn opening_a_connection_to_a_server_that_never_answers_gives_up() {
+        // The kernel completes the TCP handshake for a listener that never
+        // accepts: the startup message then gets no answer.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let url = format!(
+            "postgres://confab@{}/db?sslmode=disable",
+            silent.local_addr().expect("its address")
+        );
+        let opts = PgOptions {
+            connect_timeout: Duration::from_millis(300),
+            ..PgOptions::default()
+        };
+        let opened = tokio::time::timeout(Duration::from_secs(10), PgStore::open(&url, &opts))
+            .await
+            .expect("PgStore::open gave up by itself");
+        match opened {
+            Err(PgOpenError::Connect { message, .. }) => {
+                assert_eq!(message, "no connection within 300ms")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened a store on a server that never answers"),
+        }
+        let (config, tls) = parse_url(&url).expect("the URL");
+        let lanes = Lanes::new(
+            1,
+            Connector {
+                config,
+                tls,
+                timeout: Duration::from_millis(300),
+            },
+        );
+        let ran = tokio::time::timeout(
+            Duration::from_secs(10),
+            lanes.run(Duration::from_secs(5), |_, _| Ok(())),
+        )
+        .await
+        .expect("the job gave up by itself");
+        assert_eq!(
+            ran,
+            Err(CoreError::Unavailable(
+                "PostgreSQL: opening a connection took longer than 300ms".into()
+            ))
+        );
+        drop(silent);
     }
 
     const INSERT_A: &str = "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 'a', 'T', 0)";
