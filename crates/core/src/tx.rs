@@ -24,6 +24,16 @@ pub struct NewChat {
     pub created_at: Timestamp,
 }
 
+/// Which chats [`Tx::chats_page`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatFilter {
+    pub network: Network,
+    /// Only chats pinned to this line.
+    pub line: Option<LineId>,
+    /// Only chats this user is, or ever was, a member of.
+    pub member: Option<UserId>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {
     pub tenant_id: TenantId,
@@ -119,6 +129,10 @@ pub trait AdminTx {
     fn set_line_active(&mut self, tenant: TenantId, id: LineId, active: bool) -> TxResult<()>;
     fn lines(&mut self, tenant: TenantId) -> TxResult<Vec<Line>>;
     fn chats(&mut self, tenant: TenantId) -> TxResult<Vec<Chat>>;
+    /// The tenant's chats that pass `filter`, newest (highest id) first:
+    /// `offset` of them skipped, then at most `limit`. Reads about
+    /// `offset + limit` chats when most pass, not every chat.
+    fn chats_page(&mut self, tenant: TenantId, filter: ChatFilter, offset: usize, limit: usize) -> TxResult<Vec<Chat>>;
     /// Chats the user is an active member of, by id.
     fn chats_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<Chat>>;
     /// Every membership row of the chat, history included, oldest first.

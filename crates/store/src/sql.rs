@@ -4,7 +4,7 @@
 //! `$N` for PostgreSQL; `RETURNING`; `ON CONFLICT`); the few places where
 //! they differ ask [`Dialect`].
 
-use confab_core::tx::{AdminTx, NewChat, NewUser, StoreTx, Tx, TxResult};
+use confab_core::tx::{AdminTx, ChatFilter, NewChat, NewUser, StoreTx, Tx, TxResult};
 use confab_core::*;
 use uuid::Uuid;
 
@@ -1239,6 +1239,43 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         self.many(
             sql!("SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 ORDER BY id"),
             p![tenant.0],
+            chat_row,
+        )
+    }
+
+    fn chats_page(&mut self, tenant: TenantId, filter: ChatFilter, offset: usize, limit: usize) -> TxResult<Vec<Chat>> {
+        // Newest first along the primary key, stopping after offset +
+        // limit rows. A member filter, former members included: SQLite
+        // has every chat a person ever joined in `user_chats`; PostgreSQL
+        // looks up (chat, user) in the memberships key, chat by chat (its
+        // user index holds active memberships only).
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let sql = match self.c.dialect() {
+            Dialect::Postgres => sql!(
+                "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND network = ?2 \
+                 AND (CAST(?3 AS BIGINT) IS NULL OR line_id = ?3) \
+                 AND (CAST(?4 AS BIGINT) IS NULL OR EXISTS (SELECT 1 FROM memberships m \
+                      WHERE m.tenant_id = ?1 AND m.chat_id = chats.id AND m.user_id = ?4)) \
+                 ORDER BY id DESC LIMIT ?5 OFFSET ?6"
+            ),
+            Dialect::Sqlite => sql!(
+                "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND network = ?2 \
+                 AND (CAST(?3 AS BIGINT) IS NULL OR line_id = ?3) \
+                 AND (CAST(?4 AS BIGINT) IS NULL OR id IN (SELECT u.chat_id FROM user_chats u \
+                      WHERE u.tenant_id = ?1 AND u.user_id = ?4)) \
+                 ORDER BY id DESC LIMIT ?5 OFFSET ?6"
+            ),
+        };
+        self.many(
+            sql,
+            p![
+                tenant.0,
+                filter.network.as_str(),
+                filter.line.map(|l| l.0),
+                filter.member.map(|u| u.0),
+                count(limit),
+                count(offset)
+            ],
             chat_row,
         )
     }

@@ -5,7 +5,7 @@
 
 use confab_core::commands::{self, *};
 use confab_core::policy::RemovePolicy;
-use confab_core::tx::NewUser;
+use confab_core::tx::{ChatFilter, NewUser};
 use confab_core::*;
 use confab_store::{testing, SqliteStore, Store, StoreExt};
 use std::sync::Arc;
@@ -777,4 +777,92 @@ async fn a_persons_chats_follow_joins_leaves_and_rejoins() {
         [ChatId(1)],
         "the other tenant's user 2 is in its one chat only"
     );
+}
+
+/// A page of a tenant's chats (Linq `GET /v3/chats`): by network, line and
+/// member (former members included), newest first, paged in the store.
+#[tokio::test]
+async fn chat_pages_filter_by_network_line_and_member() {
+    let db = testing::fresh_store().await;
+    let store = db.store.clone();
+    const H: &str = "+15550000001";
+    let (t, lines, chats) = store
+        .write(|tx| {
+            let t = tx.insert_tenant("acme", "Acme")?;
+            let mut lines = Vec::new();
+            for phone in ["+15550000000", "+15550000009"] {
+                let lu = tx.insert_user(NewUser {
+                    tenant_id: t.id,
+                    id: None,
+                    kind: UserKind::Line,
+                    name: "line".into(),
+                    handle: Some(phone.into()),
+                    active: true,
+                    app_id: None,
+                })?;
+                lines.push(tx.insert_line(t.id, phone, lu.id)?.id);
+            }
+            let mut chats = Vec::new();
+            for i in 0..6 {
+                let phone = if i % 2 == 0 { "+15550000000" } else { "+15550000009" };
+                let first = if [0, 2, 3, 5].contains(&i) {
+                    H.to_string()
+                } else {
+                    format!("+1555000010{i}")
+                };
+                let members = [first, format!("+1555000020{i}"), format!("+1555000030{i}")]
+                    .into_iter()
+                    .map(MemberRef::Handle)
+                    .collect();
+                let chat = testing::group(t.id, Network::Imessage, Creator::Line(phone.into()), members);
+                chats.push(commands::create_chat(tx.as_tx(), &chat)?.0.id);
+            }
+            // A chat on another network, newest of all: never listed.
+            let h = tx.user_by_handle(t.id, H)?.expect("H").id;
+            let members = vec![MemberRef::Id(h)];
+            let internal = testing::group(t.id, Network::Internal, Creator::User(h), members);
+            commands::create_chat(tx.as_tx(), &internal)?;
+            Ok((t.id, lines, chats))
+        })
+        .await
+        .unwrap();
+    // H leaves the third chat: a former member still counts.
+    let third = chats[2];
+    store
+        .write(move |tx| {
+            let h = tx.user_by_handle(t, H)?.expect("H").id;
+            tx.close_membership(t, third, h, 99)
+        })
+        .await
+        .unwrap();
+    let h = store
+        .read(move |tx| tx.user_by_handle(t, H))
+        .await
+        .unwrap()
+        .expect("H")
+        .id;
+    let page = |line: Option<LineId>, member: Option<UserId>, offset: usize, limit: usize| {
+        let store = store.clone();
+        async move {
+            let filter = ChatFilter {
+                network: Network::Imessage,
+                line,
+                member,
+            };
+            let found = store
+                .read(move |tx| tx.chats_page(t, filter, offset, limit))
+                .await
+                .unwrap();
+            found.iter().map(|c| c.id).collect::<Vec<_>>()
+        }
+    };
+    let c = |i: usize| chats[i];
+    assert_eq!(page(None, None, 0, 100).await, [c(5), c(4), c(3), c(2), c(1), c(0)]);
+    assert_eq!(page(None, None, 2, 3).await, [c(3), c(2), c(1)]);
+    assert_eq!(page(None, None, 6, 3).await, Vec::<ChatId>::new());
+    assert_eq!(page(Some(lines[0]), None, 0, 100).await, [c(4), c(2), c(0)]);
+    assert_eq!(page(None, Some(h), 0, 100).await, [c(5), c(3), c(2), c(0)]);
+    assert_eq!(page(None, Some(h), 1, 2).await, [c(3), c(2)]);
+    assert_eq!(page(Some(lines[1]), Some(h), 0, 100).await, [c(5), c(3)]);
+    assert_eq!(page(Some(lines[0]), Some(h), 0, usize::MAX).await, [c(2), c(0)]);
 }

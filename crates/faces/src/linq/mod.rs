@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use confab_core::commands::{self, Add, Author, ChatSelector, Leave, Leaver, MemberRef, Remove, SendMessage};
 use confab_core::policy::RemovePolicy;
-use confab_core::tx::StoreTx;
+use confab_core::tx::{ChatFilter, StoreTx};
 use confab_core::*;
 use confab_store::StoreExt;
 use error::{from_core, LinqError};
@@ -413,64 +413,59 @@ async fn list_chats(
             Some(c) => c.parse::<usize>().map_err(|_| LinqError::param("invalid cursor"))?,
         };
         let (from, to) = (q.get("from").cloned(), q.get("to").cloned());
-        let (page, total) = read(&st, move |tx| {
-            let lines = tx.lines(tenant.id)?;
-            let mut chats: Vec<Chat> = tx
-                .chats(tenant.id)?
-                .into_iter()
-                .filter(|c| c.network == Network::Imessage)
-                .filter(|c| {
-                    from.as_ref().is_none_or(|f| {
-                        lines.iter().find(|l| Some(l.id) == c.line_id).map(|l| &l.phone_number) == Some(f)
-                    })
-                })
-                .collect();
-            chats.reverse();
+        let (page, more) = read(&st, move |tx| {
+            let none = Ok((Vec::new(), false));
+            let line = match from.as_deref() {
+                None => None,
+                Some(f) => match tx.lines(tenant.id)?.into_iter().find(|l| l.phone_number == f) {
+                    Some(l) => Some(l.id),
+                    None => return none,
+                },
+            };
+            let mut filter = ChatFilter {
+                network: Network::Imessage,
+                line,
+                member: None,
+            };
             // `to`: chats where that handle is or was a member (it is then
-            // among the chat's `handles`). Decided by one lookup per chat,
-            // and only the page asked for is rendered: rendering reads a
-            // chat's whole membership history and events.
+            // among the chat's `handles`). The store pages in SQL, and only
+            // the page asked for is rendered: rendering reads a chat's
+            // whole membership history and events.
             match to.as_deref() {
                 None => {}
                 Some("") => {
                     // Members without a handle show as "": only rendering
-                    // tells.
+                    // tells, so every chat is rendered.
                     let mut kept = Vec::new();
-                    for c in chats {
+                    for c in tx.chats_page(tenant.id, filter, 0, usize::MAX)? {
                         let j = wire::chat_json(tx, &c)?;
                         if j["handles"]
                             .as_array()
                             .is_some_and(|hs| hs.iter().any(|h| h["handle"] == ""))
                         {
-                            kept.push(c);
+                            kept.push(j);
                         }
                     }
-                    chats = kept;
+                    let more = kept.len() > offset.saturating_add(limit);
+                    return Ok((kept.into_iter().skip(offset).take(limit).collect(), more));
                 }
                 Some(t) => match tx.user_by_handle(tenant.id, t)? {
-                    None => chats.clear(),
-                    Some(u) => {
-                        let mut kept = Vec::new();
-                        for c in chats {
-                            if tx.membership(tenant.id, c.id, u.id)?.is_some() {
-                                kept.push(c);
-                            }
-                        }
-                        chats = kept;
-                    }
+                    None => return none,
+                    Some(u) => filter.member = Some(u.id),
                 },
             }
-            let total = chats.len();
+            // One more than the page: whether there is a next one.
+            let mut chats = tx.chats_page(tenant.id, filter, offset, limit + 1)?;
+            let more = chats.len() > limit;
+            chats.truncate(limit);
             let page = chats
                 .iter()
-                .skip(offset)
-                .take(limit)
                 .map(|c| wire::chat_json(tx, c))
                 .collect::<Result<Vec<Value>, CoreError>>()?;
-            Ok((page, total))
+            Ok((page, more))
         })
         .await?;
-        let next = (offset + page.len() < total).then(|| (offset + page.len()).to_string());
+        let next = more.then(|| (offset + page.len()).to_string());
         Ok(Json(json!({"chats": page, "next_cursor": next})).into_response())
     }
     .await;
