@@ -30,8 +30,17 @@ pub struct ChatFilter {
     pub network: Network,
     /// Only chats pinned to this line.
     pub line: Option<LineId>,
-    /// Only chats this user is, or ever was, a member of.
-    pub member: Option<UserId>,
+    pub member: MemberFilter,
+}
+
+/// Which members a chat listed by [`Tx::chats_page`] must have had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberFilter {
+    Any,
+    /// This user, now or ever.
+    User(UserId),
+    /// Someone, now or ever, whose user has no handle.
+    WithoutHandle,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -467,6 +467,27 @@ async fn chat_list_filters_by_handle_and_line_and_pages() {
     }
     let r = linq(&s, Method::GET, "/v3/chats?cursor=x", None).await;
     assert_linq(&r, 400, 1005, "Invalid parameter value: invalid cursor");
+    // Past the end, however far: an empty last page.
+    for cursor in ["5", "18446744073709551615"] {
+        let r = linq(&s, Method::GET, &format!("/v3/chats?cursor={cursor}"), None).await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+        assert_eq!(ids(&r), Vec::<String>::new());
+        assert_eq!(r.body["next_cursor"], Value::Null);
+    }
+    // A number that is not one of the partner's lines has no chats.
+    let r = linq(
+        &s,
+        Method::GET,
+        &format!("/v3/chats?from={}", urlencode("+19995550000")),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&r), Vec::<String>::new(), "{}", r.text);
+    // An empty `to`: chats with a member without a handle; here everyone
+    // has one.
+    let r = linq(&s, Method::GET, "/v3/chats?to=", None).await;
+    assert_eq!(ids(&r), Vec::<String>::new(), "{}", r.text);
+    assert_eq!(r.body["next_cursor"], Value::Null);
 }
 
 #[tokio::test]

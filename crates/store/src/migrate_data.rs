@@ -114,7 +114,11 @@ pub async fn sqlite_to_postgres(sqlite_path: &str, pg_url: &str) -> Result<Vec<(
             .map_err(|e| MigrateError::Target(e.to_string()))?,
     );
     let (config, tls) = parse_url(pg_url).map_err(MigrateError::Target)?;
-    let (mut client, connection) = config.connect(tls).await.map_err(target)?;
+    let wait = PgOptions::default().connect_timeout;
+    let (mut client, connection) = tokio::time::timeout(wait, config.connect(tls))
+        .await
+        .map_err(|_| MigrateError::Target(format!("no connection within {wait:?}")))?
+        .map_err(target)?;
     let driver = tokio::spawn(connection);
     let t = client.transaction().await.map_err(target)?;
     let tenants: i64 = t

@@ -4,7 +4,7 @@
 //! `$N` for PostgreSQL; `RETURNING`; `ON CONFLICT`); the few places where
 //! they differ ask [`Dialect`].
 
-use confab_core::tx::{AdminTx, ChatFilter, NewChat, NewUser, StoreTx, Tx, TxResult};
+use confab_core::tx::{AdminTx, ChatFilter, MemberFilter, NewChat, NewUser, StoreTx, Tx, TxResult};
 use confab_core::*;
 use uuid::Uuid;
 
@@ -1244,11 +1244,15 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     }
 
     fn chats_page(&mut self, tenant: TenantId, filter: ChatFilter, offset: usize, limit: usize) -> TxResult<Vec<Chat>> {
+        const WITHOUT_HANDLE: &str = "EXISTS (SELECT 1 FROM memberships m JOIN users u \
+             ON u.tenant_id = m.tenant_id AND u.id = m.user_id \
+             WHERE m.tenant_id = ?1 AND m.chat_id = chats.id AND COALESCE(u.handle, '') = '')";
         // Newest first along the primary key, stopping after offset +
         // limit rows. A member filter, former members included: SQLite
         // has every chat a person ever joined in `user_chats`; PostgreSQL
         // looks up (chat, user) in the memberships key, chat by chat (its
-        // user index holds active memberships only).
+        // user index holds active memberships only). Members without a
+        // handle: the chat's memberships, each with its user.
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let sql = match self.c.dialect() {
             Dialect::Postgres => sql!(
@@ -1256,6 +1260,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
                  AND (CAST(?3 AS BIGINT) IS NULL OR line_id = ?3) \
                  AND (CAST(?4 AS BIGINT) IS NULL OR EXISTS (SELECT 1 FROM memberships m \
                       WHERE m.tenant_id = ?1 AND m.chat_id = chats.id AND m.user_id = ?4)) \
+                 AND (CAST(?7 AS BIGINT) = 0 OR {WITHOUT_HANDLE}) \
                  ORDER BY id DESC LIMIT ?5 OFFSET ?6"
             ),
             Dialect::Sqlite => sql!(
@@ -1263,8 +1268,14 @@ impl<C: Conn> AdminTx for SqlTx<C> {
                  AND (CAST(?3 AS BIGINT) IS NULL OR line_id = ?3) \
                  AND (CAST(?4 AS BIGINT) IS NULL OR id IN (SELECT u.chat_id FROM user_chats u \
                       WHERE u.tenant_id = ?1 AND u.user_id = ?4)) \
+                 AND (CAST(?7 AS BIGINT) = 0 OR {WITHOUT_HANDLE}) \
                  ORDER BY id DESC LIMIT ?5 OFFSET ?6"
             ),
+        };
+        let (user, without_handle) = match filter.member {
+            MemberFilter::Any => (None, 0),
+            MemberFilter::User(u) => (Some(u.0), 0),
+            MemberFilter::WithoutHandle => (None, 1),
         };
         self.many(
             sql,
@@ -1272,9 +1283,10 @@ impl<C: Conn> AdminTx for SqlTx<C> {
                 tenant.0,
                 filter.network.as_str(),
                 filter.line.map(|l| l.0),
-                filter.member.map(|u| u.0),
+                user,
                 count(limit),
-                count(offset)
+                count(offset),
+                without_handle as i64
             ],
             chat_row,
         )

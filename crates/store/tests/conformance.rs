@@ -5,7 +5,7 @@
 
 use confab_core::commands::{self, *};
 use confab_core::policy::RemovePolicy;
-use confab_core::tx::{ChatFilter, NewUser};
+use confab_core::tx::{ChatFilter, MemberFilter, NewUser, StoreTx};
 use confab_core::*;
 use confab_store::{testing, SqliteStore, Store, StoreExt};
 use std::sync::Arc;
@@ -779,60 +779,64 @@ async fn a_persons_chats_follow_joins_leaves_and_rejoins() {
     );
 }
 
+/// Six iMessage groups of tenant `slug` on two lines (even ones on the
+/// first), handle `H` the first member of those in `with_h`, then one
+/// internal chat (never listed): (tenant, lines, chats).
+fn paged_world(
+    tx: &mut dyn StoreTx,
+    slug: &str,
+    with_h: &[usize],
+) -> Result<(TenantId, Vec<LineId>, Vec<ChatId>), CoreError> {
+    let t = tx.insert_tenant(slug, "T")?;
+    let mut lines = Vec::new();
+    for phone in ["+15550000000", "+15550000009"] {
+        let lu = tx.insert_user(NewUser {
+            tenant_id: t.id,
+            id: None,
+            kind: UserKind::Line,
+            name: "line".into(),
+            handle: Some(phone.into()),
+            active: true,
+            app_id: None,
+        })?;
+        lines.push(tx.insert_line(t.id, phone, lu.id)?.id);
+    }
+    let mut chats = Vec::new();
+    for i in 0..6 {
+        let phone = if i % 2 == 0 { "+15550000000" } else { "+15550000009" };
+        let first = if with_h.contains(&i) {
+            H.to_string()
+        } else {
+            format!("+1555000010{i}")
+        };
+        let members = [first, format!("+1555000020{i}"), format!("+1555000030{i}")]
+            .into_iter()
+            .map(MemberRef::Handle)
+            .collect();
+        let chat = testing::group(t.id, Network::Imessage, Creator::Line(phone.into()), members);
+        chats.push(commands::create_chat(tx.as_tx(), &chat)?.0.id);
+    }
+    let h = tx.user_by_handle(t.id, H)?.expect("H").id;
+    let internal = testing::group(t.id, Network::Internal, Creator::User(h), vec![MemberRef::Id(h)]);
+    commands::create_chat(tx.as_tx(), &internal)?;
+    Ok((t.id, lines, chats))
+}
+
+const H: &str = "+15550000001";
+
 /// A page of a tenant's chats (Linq `GET /v3/chats`): by network, line and
-/// member (former members included), newest first, paged in the store.
+/// member (former members included, or members without a handle), newest
+/// first, paged in the store, one tenant's memberships never counting for
+/// another's chats.
 #[tokio::test]
 async fn chat_pages_filter_by_network_line_and_member() {
     let db = testing::fresh_store().await;
     let store = db.store.clone();
-    const H: &str = "+15550000001";
-    let (t, lines, chats) = store
-        .write(|tx| {
-            let t = tx.insert_tenant("acme", "Acme")?;
-            let mut lines = Vec::new();
-            for phone in ["+15550000000", "+15550000009"] {
-                let lu = tx.insert_user(NewUser {
-                    tenant_id: t.id,
-                    id: None,
-                    kind: UserKind::Line,
-                    name: "line".into(),
-                    handle: Some(phone.into()),
-                    active: true,
-                    app_id: None,
-                })?;
-                lines.push(tx.insert_line(t.id, phone, lu.id)?.id);
-            }
-            let mut chats = Vec::new();
-            for i in 0..6 {
-                let phone = if i % 2 == 0 { "+15550000000" } else { "+15550000009" };
-                let first = if [0, 2, 3, 5].contains(&i) {
-                    H.to_string()
-                } else {
-                    format!("+1555000010{i}")
-                };
-                let members = [first, format!("+1555000020{i}"), format!("+1555000030{i}")]
-                    .into_iter()
-                    .map(MemberRef::Handle)
-                    .collect();
-                let chat = testing::group(t.id, Network::Imessage, Creator::Line(phone.into()), members);
-                chats.push(commands::create_chat(tx.as_tx(), &chat)?.0.id);
-            }
-            // A chat on another network, newest of all: never listed.
-            let h = tx.user_by_handle(t.id, H)?.expect("H").id;
-            let members = vec![MemberRef::Id(h)];
-            let internal = testing::group(t.id, Network::Internal, Creator::User(h), members);
-            commands::create_chat(tx.as_tx(), &internal)?;
-            Ok((t.id, lines, chats))
-        })
-        .await
-        .unwrap();
-    // H leaves the third chat: a former member still counts.
-    let third = chats[2];
-    store
-        .write(move |tx| {
-            let h = tx.user_by_handle(t, H)?.expect("H").id;
-            tx.close_membership(t, third, h, 99)
-        })
+    let (t, lines, chats) = store.write(|tx| paged_world(tx, "acme", &[0, 2, 3, 5])).await.unwrap();
+    // Another tenant whose H has the same user id and is in every chat,
+    // so in the chats with acme's ids 2 and 5, where acme's H is not.
+    let (other, _, _) = store
+        .write(|tx| paged_world(tx, "other", &[0, 1, 2, 3, 4, 5]))
         .await
         .unwrap();
     let h = store
@@ -841,7 +845,29 @@ async fn chat_pages_filter_by_network_line_and_member() {
         .unwrap()
         .expect("H")
         .id;
-    let page = |line: Option<LineId>, member: Option<UserId>, offset: usize, limit: usize| {
+    let other_h = store.read(move |tx| tx.user_by_handle(other, H)).await.unwrap();
+    assert_eq!(other_h.map(|u| u.id), Some(h), "the same user id in both tenants");
+    let (third, second) = (chats[2], chats[1]);
+    store
+        .write(move |tx| {
+            // H leaves the third chat: a former member still counts.
+            tx.close_membership(t, third, h, 99)?;
+            // Someone without a handle joins the second one, and leaves.
+            let nobody = tx.insert_user(NewUser {
+                tenant_id: t,
+                id: None,
+                kind: UserKind::Person,
+                name: "no handle".into(),
+                handle: None,
+                active: true,
+                app_id: None,
+            })?;
+            tx.open_membership(t, second, nobody.id, Role::Member, 98)?;
+            tx.close_membership(t, second, nobody.id, 99)
+        })
+        .await
+        .unwrap();
+    let page = |line: Option<LineId>, member: MemberFilter, offset: usize, limit: usize| {
         let store = store.clone();
         async move {
             let filter = ChatFilter {
@@ -857,12 +883,18 @@ async fn chat_pages_filter_by_network_line_and_member() {
         }
     };
     let c = |i: usize| chats[i];
-    assert_eq!(page(None, None, 0, 100).await, [c(5), c(4), c(3), c(2), c(1), c(0)]);
-    assert_eq!(page(None, None, 2, 3).await, [c(3), c(2), c(1)]);
-    assert_eq!(page(None, None, 6, 3).await, Vec::<ChatId>::new());
-    assert_eq!(page(Some(lines[0]), None, 0, 100).await, [c(4), c(2), c(0)]);
-    assert_eq!(page(None, Some(h), 0, 100).await, [c(5), c(3), c(2), c(0)]);
-    assert_eq!(page(None, Some(h), 1, 2).await, [c(3), c(2)]);
-    assert_eq!(page(Some(lines[1]), Some(h), 0, 100).await, [c(5), c(3)]);
-    assert_eq!(page(Some(lines[0]), Some(h), 0, usize::MAX).await, [c(2), c(0)]);
+    let any = MemberFilter::Any;
+    let with_h = MemberFilter::User(h);
+    assert_eq!(page(None, any, 0, 100).await, [c(5), c(4), c(3), c(2), c(1), c(0)]);
+    assert_eq!(page(None, any, 2, 3).await, [c(3), c(2), c(1)]);
+    assert_eq!(page(None, any, 6, 3).await, Vec::<ChatId>::new());
+    assert_eq!(page(None, any, usize::MAX, usize::MAX).await, Vec::<ChatId>::new());
+    assert_eq!(page(Some(lines[0]), any, 0, 100).await, [c(4), c(2), c(0)]);
+    assert_eq!(page(None, with_h, 0, 100).await, [c(5), c(3), c(2), c(0)]);
+    assert_eq!(page(None, with_h, 1, 2).await, [c(3), c(2)]);
+    assert_eq!(page(Some(lines[1]), with_h, 0, 100).await, [c(5), c(3)]);
+    assert_eq!(page(Some(lines[0]), with_h, 0, usize::MAX).await, [c(2), c(0)]);
+    let without = MemberFilter::WithoutHandle;
+    assert_eq!(page(None, without, 0, 100).await, [c(1)]);
+    assert_eq!(page(Some(lines[0]), without, 0, 100).await, Vec::<ChatId>::new());
 }

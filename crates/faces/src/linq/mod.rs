@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use confab_core::commands::{self, Add, Author, ChatSelector, Leave, Leaver, MemberRef, Remove, SendMessage};
 use confab_core::policy::RemovePolicy;
-use confab_core::tx::{ChatFilter, StoreTx};
+use confab_core::tx::{ChatFilter, MemberFilter, StoreTx};
 use confab_core::*;
 use confab_store::StoreExt;
 use error::{from_core, LinqError};
@@ -417,43 +417,29 @@ async fn list_chats(
             let none = Ok((Vec::new(), false));
             let line = match from.as_deref() {
                 None => None,
-                Some(f) => match tx.lines(tenant.id)?.into_iter().find(|l| l.phone_number == f) {
+                Some(f) => match tx.line_by_number(tenant.id, f)? {
                     Some(l) => Some(l.id),
                     None => return none,
                 },
             };
-            let mut filter = ChatFilter {
-                network: Network::Imessage,
-                line,
-                member: None,
-            };
             // `to`: chats where that handle is or was a member (it is then
-            // among the chat's `handles`). The store pages in SQL, and only
-            // the page asked for is rendered: rendering reads a chat's
+            // among the chat's `handles`); an empty one, chats with a member
+            // without a handle (shown as ""). The store pages in SQL, and
+            // only the page asked for is rendered: rendering reads a chat's
             // whole membership history and events.
-            match to.as_deref() {
-                None => {}
-                Some("") => {
-                    // Members without a handle show as "": only rendering
-                    // tells, so every chat is rendered.
-                    let mut kept = Vec::new();
-                    for c in tx.chats_page(tenant.id, filter, 0, usize::MAX)? {
-                        let j = wire::chat_json(tx, &c)?;
-                        if j["handles"]
-                            .as_array()
-                            .is_some_and(|hs| hs.iter().any(|h| h["handle"] == ""))
-                        {
-                            kept.push(j);
-                        }
-                    }
-                    let more = kept.len() > offset.saturating_add(limit);
-                    return Ok((kept.into_iter().skip(offset).take(limit).collect(), more));
-                }
+            let member = match to.as_deref() {
+                None => MemberFilter::Any,
+                Some("") => MemberFilter::WithoutHandle,
                 Some(t) => match tx.user_by_handle(tenant.id, t)? {
                     None => return none,
-                    Some(u) => filter.member = Some(u.id),
+                    Some(u) => MemberFilter::User(u.id),
                 },
-            }
+            };
+            let filter = ChatFilter {
+                network: Network::Imessage,
+                line,
+                member,
+            };
             // One more than the page: whether there is a next one.
             let mut chats = tx.chats_page(tenant.id, filter, offset, limit + 1)?;
             let more = chats.len() > limit;

@@ -247,6 +247,11 @@ impl Lanes {
         if st.closed {
             return Err(CoreError::Unavailable("PostgreSQL connection pool: closed".into()));
         }
+        // Tasks given up while queued are dropped here rather than kept
+        // until a lane comes to them (they are the oldest, at the front).
+        while st.queue.front().is_some_and(|t| t.claimed.load(Ordering::Acquire)) {
+            st.queue.pop_front();
+        }
         if let Some(id) = st.idle.pop() {
             st.slots[id] = Some(task);
             drop(st);
@@ -301,13 +306,18 @@ fn lane(shared: &Shared, id: usize, first: Task) {
     let mut rt: Option<Runtime> = None;
     let mut session: Option<Session> = None;
     let mut task = Some((first, false));
+    // Whether the lane waited for work since it last ran a job (a task
+    // skipped below does not count as work).
+    let mut idle = false;
     loop {
         let Some((t, waited)) = task.take().or_else(|| shared.next(id)) else {
             return;
         };
+        idle |= waited;
         if t.claimed.swap(true, Ordering::AcqRel) {
             continue; // its requester stopped waiting
         }
+        let waited = std::mem::take(&mut idle);
         if rt.is_none() {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => rt = Some(r),

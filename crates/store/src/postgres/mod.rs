@@ -57,9 +57,12 @@ pub struct PgOptions {
     /// `statement_timeout` of every session; a statement running longer is
     /// cancelled and the request fails as "unavailable".
     pub statement_timeout: Duration,
-    /// How long a request waits for a free connection, and how long
-    /// opening a connection may take, before failing as "unavailable".
+    /// How long opening a connection may take in all (TCP, TLS, startup)
+    /// before the job waiting for it fails as "unavailable".
     pub connect_timeout: Duration,
+    /// How long a request waits for a free connection before failing as
+    /// "unavailable".
+    pub pool_wait: Duration,
 }
 
 impl Default for PgOptions {
@@ -68,6 +71,7 @@ impl Default for PgOptions {
             pool_size: 16,
             statement_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            pool_wait: Duration::from_secs(5),
         }
     }
 }
@@ -106,6 +110,12 @@ impl PgStore {
     pub async fn open(url: &str, opts: &PgOptions) -> Result<PgStore, PgOpenError> {
         let (mut config, tls) = tls::parse(url).map_err(PgOpenError::Url)?;
         config.connect_timeout(opts.connect_timeout);
+        // A connection idle behind a NAT or firewall that forgets it gets
+        // no FIN: probe after a minute instead of the driver's two hours,
+        // unless the URL says otherwise.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(60));
+        }
         config.options(format!("-c statement_timeout={}", opts.statement_timeout.as_millis()));
         config.application_name("confab");
         let target = describe(&config);
@@ -118,7 +128,7 @@ impl PgStore {
                     timeout: opts.connect_timeout,
                 },
             ),
-            wait: opts.connect_timeout,
+            wait: opts.pool_wait,
             target,
             round_trips: Arc::default(),
             wakeup: Arc::default(),
@@ -892,10 +902,10 @@ mod tests {
     }
 
     /// A store whose pool has one connection, already open.
-    async fn one_connection(connect_timeout: Duration) -> Arc<PgStore> {
+    async fn one_connection(pool_wait: Duration) -> Arc<PgStore> {
         let opts = PgOptions {
             pool_size: 1,
-            connect_timeout,
+            pool_wait,
             ..PgOptions::default()
         };
         let store = open_pg(&create_database().await, &opts).await;
@@ -921,7 +931,7 @@ mod tests {
     /// job uses it, so that job does not fail.
     #[tokio::test]
     async fn pg_only_a_connection_closed_by_the_server_while_idle_is_replaced() {
-        let store = one_connection(PgOptions::default().connect_timeout).await;
+        let store = one_connection(PgOptions::default().pool_wait).await;
         let first = backend_pid(&store).await.expect("a job");
         let admin = client(&store).await;
         let ended: bool = admin
@@ -936,8 +946,9 @@ mod tests {
         // the test is about a connection closed while idle, so give the
         // close time to arrive. (A close racing the next job fails that
         // job as "unavailable", as any pool's would.)
-        for _ in 0..100 {
-            let gone = admin
+        let mut gone = false;
+        for _ in 0..250 {
+            gone = admin
                 .query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&first])
                 .await
                 .expect("activity")
@@ -947,6 +958,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert!(gone, "backend {first} still there after pg_terminate_backend");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let second = backend_pid(&store)
             .await
@@ -991,7 +1003,7 @@ mod tests {
     /// its request waited for a connection) is never run.
     #[tokio::test]
     async fn pg_only_a_job_whose_requester_went_away_before_it_started_never_runs() {
-        let store = one_connection(PgOptions::default().connect_timeout).await;
+        let store = one_connection(PgOptions::default().pool_wait).await;
         let busy = spawn_sql(&store, "SELECT pg_sleep(2)");
         tokio::time::sleep(Duration::from_millis(100)).await;
         let gone = spawn_sql(&store, INSERT_A);
