@@ -394,11 +394,13 @@ async fn metrics_count_requests_and_show_queues() {
     let reads = "confab_store_transaction_seconds_count{mode=\"read\"}";
     let groups = "confab_store_group_commit_commands_count";
     let trips = "confab_store_pg_round_trips_count";
-    let (writes_before, reads_before, groups_before, trips_before) = (
+    let waits = "confab_store_pg_pool_wait_seconds_count";
+    let (writes_before, reads_before, groups_before, trips_before, waits_before) = (
         s.metric(writes).await,
         s.metric(reads).await,
         s.metric(groups).await,
         s.metric(trips).await,
+        s.metric(waits).await,
     );
     s.call(Method::POST, "/v1/chats/10/leave", &[("x-api-key", "vibe_api_b")], None)
         .await;
@@ -427,7 +429,10 @@ async fn metrics_count_requests_and_show_queues() {
     };
     assert!(s.metric(groups).await >= groups_before + group_moves, "{t}");
     assert!(s.metric(trips).await >= trips_before + trip_moves, "{t}");
+    // Every PostgreSQL job waits for a connection, if only for a moment.
+    assert!(s.metric(waits).await >= waits_before + trip_moves, "{t}");
     if trip_moves == 0.0 {
         assert_eq!(s.metric(trips).await, trips_before, "{t}");
+        assert_eq!(s.metric(waits).await, waits_before, "{t}");
     }
 }

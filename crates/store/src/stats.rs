@@ -84,6 +84,9 @@ pub static GROUP_COMMIT: Histogram<9> = Histogram::new(COMMANDS);
 /// PostgreSQL: round trips of one write transaction (flights of
 /// statements sent together, `BEGIN` and `COMMIT` included).
 pub static PG_ROUND_TRIPS: Histogram<9> = Histogram::new(COMMANDS);
+/// PostgreSQL: seconds a job waited for a free connection (until a lane
+/// took it, or its requester gave up).
+pub static PG_POOL_WAIT: Histogram<12> = Histogram::new(SECONDS);
 /// Webhook attempts, seconds from request to answer, by outcome.
 pub static WEBHOOK_DELIVERED: Histogram<12> = Histogram::new(SECONDS);
 pub static WEBHOOK_RETRY: Histogram<12> = Histogram::new(SECONDS);
@@ -128,6 +131,13 @@ pub fn render(out: &mut String) {
         "PostgreSQL: round trips per write transaction (statements sent together count once; a statement's first preparation on a connection is not counted).",
     );
     PG_ROUND_TRIPS.render(out, trips, "");
+    let wait = "confab_store_pg_pool_wait_seconds";
+    head(
+        out,
+        wait,
+        "PostgreSQL: time a job waited for a free connection (until a connection's thread took it, or it was given up).",
+    );
+    PG_POOL_WAIT.render(out, wait, "");
     let hook = "confab_webhook_attempt_seconds";
     head(out, hook, "Webhook delivery attempts by outcome, request to answer.");
     WEBHOOK_DELIVERED.render(out, hook, "outcome=\"delivered\"");

@@ -115,6 +115,8 @@ type Reply = Box<dyn FnOnce() + Send>;
 
 struct Task {
     work: Work,
+    /// When it was pushed (for the pool-wait histogram).
+    queued: std::time::Instant,
     /// Set by whichever comes first: a lane taking the task, or its
     /// requester giving up waiting for one.
     claimed: Arc<AtomicBool>,
@@ -218,6 +220,7 @@ impl Lanes {
         let claimed = Arc::new(AtomicBool::new(false));
         let _given_up_when_dropped = GiveUp(claimed.clone());
         let task = Task {
+            queued: std::time::Instant::now(),
             claimed: claimed.clone(),
             work: Box::new(move |lane| {
                 let out = lane.and_then(|(rt, session)| f(rt, session));
@@ -230,9 +233,12 @@ impl Lanes {
         let ended = |_| CoreError::Unavailable("PostgreSQL connection pool: the job ended without an answer".into());
         match tokio::time::timeout(wait, &mut rx).await {
             Ok(out) => out.map_err(ended)?,
-            Err(_) if !claimed.swap(true, Ordering::AcqRel) => Err(CoreError::Unavailable(format!(
-                "PostgreSQL connection pool: no connection free within {wait:?}"
-            ))),
+            Err(_) if !claimed.swap(true, Ordering::AcqRel) => {
+                crate::stats::PG_POOL_WAIT.observe(wait.as_secs_f64());
+                Err(CoreError::Unavailable(format!(
+                    "PostgreSQL connection pool: no connection free within {wait:?}"
+                )))
+            }
             // A lane took it just now: it runs to the end.
             Err(_) => rx.await.map_err(ended)?,
         }
@@ -317,6 +323,7 @@ fn lane(shared: &Shared, id: usize, first: Task) {
         if t.claimed.swap(true, Ordering::AcqRel) {
             continue; // its requester stopped waiting
         }
+        crate::stats::PG_POOL_WAIT.observe(t.queued.elapsed().as_secs_f64());
         let waited = std::mem::take(&mut idle);
         if rt.is_none() {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
