@@ -141,6 +141,9 @@ struct Shared {
     /// was handed to.
     wake: Box<[Condvar]>,
     connector: Connector,
+    /// Set by a test to make this pool's next idle check panic.
+    #[cfg(test)]
+    panic_in_idle_check: AtomicBool,
 }
 
 impl Shared {
@@ -202,6 +205,8 @@ impl Lanes {
                 }),
                 wake: (0..size).map(|_| Condvar::new()).collect(),
                 connector,
+                #[cfg(test)]
+                panic_in_idle_check: AtomicBool::new(false),
             }),
         }
     }
@@ -242,6 +247,13 @@ impl Lanes {
             // A lane took it just now: it runs to the end.
             Err(_) => rx.await.map_err(ended)?,
         }
+    }
+
+    /// Makes the next idle check of this pool's lanes panic (a test's way
+    /// to reach a panic outside a job).
+    #[cfg(test)]
+    pub(crate) fn panic_in_next_idle_check(&self) {
+        self.shared.panic_in_idle_check.store(true, Ordering::Release);
     }
 
     pub(crate) fn connector(&self) -> &Connector {
@@ -307,11 +319,21 @@ impl Drop for Lanes {
     }
 }
 
-/// A lane: runs tasks until the pool is dropped.
+/// A lane: runs tasks until the pool is dropped. A job's own panic is
+/// caught around it; one anywhere else in the lane (opening a connection,
+/// say) fails the task at hand ("no answer") and the lane starts over with
+/// a new runtime and connection, so the pool does not shrink for good.
 fn lane(shared: &Shared, id: usize, first: Task) {
+    let mut first = Some(first);
+    while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(shared, id, first.take()))).is_err() {
+        tracing::error!(lane = id, "a PostgreSQL connection thread panicked; it starts over");
+    }
+}
+
+fn serve(shared: &Shared, id: usize, first: Option<Task>) {
     let mut rt: Option<Runtime> = None;
     let mut session: Option<Session> = None;
-    let mut task = Some((first, false));
+    let mut task = first.map(|t| (t, false));
     // Whether the lane waited for work since it last ran a job (a task
     // skipped below does not count as work).
     let mut idle = false;
@@ -340,6 +362,10 @@ fn lane(shared: &Shared, id: usize, first: Task) {
         }
         let Some(runtime) = rt.as_ref() else { continue };
         if let Some(s) = session.as_ref().filter(|_| waited) {
+            #[cfg(test)]
+            if shared.panic_in_idle_check.swap(false, Ordering::AcqRel) {
+                panic!("a panic injected by a test");
+            }
             // The connection was not driven while the lane waited: let it
             // read what the server sent meanwhile (a server that closed it
             // on shutdown, say), so a closed one is replaced before use.

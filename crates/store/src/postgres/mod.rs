@@ -1066,5 +1066,23 @@ mod tests {
         drop(silent);
     }
 
+    /// A panic in a lane outside a job (here injected into its idle
+    /// check) fails the job at hand, and the lane starts over: the pool
+    /// of one still serves the next job instead of waiting for a thread
+    /// that is gone.
+    #[tokio::test]
+    async fn pg_only_a_lane_that_panics_outside_a_job_starts_over() {
+        let store = one_connection(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.lanes.panic_in_next_idle_check();
+        assert_eq!(
+            backend_pid(&store).await,
+            Err(CoreError::Unavailable(
+                "PostgreSQL connection pool: the job ended without an answer".into()
+            ))
+        );
+        backend_pid(&store).await.expect("a job on the lane started over");
+    }
+
     const INSERT_A: &str = "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 'a', 'T', 0)";
 }
