@@ -246,7 +246,8 @@ impl ReplayGuard {
 
     /// Signatures remembered in this process (expired ones not yet swept
     /// included).
-    pub fn remembered(&self) -> usize {
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).0.map.len()
     }
 }
@@ -430,7 +431,8 @@ impl WindowLimiter {
     }
 
     /// Keys remembered in this process.
-    pub fn remembered(&self) -> usize {
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
         self.hits.lock().unwrap_or_else(|p| p.into_inner()).map.len()
     }
 }

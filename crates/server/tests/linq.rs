@@ -7,6 +7,7 @@ mod common;
 use base64::Engine;
 use common::receiver::Receiver;
 use common::*;
+use confab_store::StoreExt;
 use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -483,11 +484,38 @@ async fn chat_list_filters_by_handle_and_line_and_pages() {
     )
     .await;
     assert_eq!(ids(&r), Vec::<String>::new(), "{}", r.text);
-    // An empty `to`: chats with a member without a handle; here everyone
-    // has one.
+    // An empty `to`: chats with a member without a handle (shown as "").
     let r = linq(&s, Method::GET, "/v3/chats?to=", None).await;
-    assert_eq!(ids(&r), Vec::<String>::new(), "{}", r.text);
+    assert_eq!(ids(&r), Vec::<String>::new(), "everyone has a handle: {}", r.text);
+    let three = s.chat("partner", 3).await;
+    s.store
+        .write(move |tx| {
+            let nobody = tx.insert_user(confab_core::tx::NewUser {
+                tenant_id: three.tenant_id,
+                id: None,
+                kind: confab_core::UserKind::Person,
+                name: "no handle".into(),
+                handle: None,
+                active: true,
+                app_id: None,
+            })?;
+            tx.open_membership(three.tenant_id, three.id, nobody.id, confab_core::Role::Member, 1)
+        })
+        .await
+        .unwrap();
+    let r = linq(&s, Method::GET, "/v3/chats?to=", None).await;
+    assert_eq!(ids(&r), [uuid(&s, 3).await], "{}", r.text);
     assert_eq!(r.body["next_cursor"], Value::Null);
+    // A NUL in either filter is refused, not looked up.
+    for filter in ["from", "to"] {
+        let r = linq(&s, Method::GET, &format!("/v3/chats?{filter}=%2B1415%00"), None).await;
+        assert_linq(
+            &r,
+            400,
+            1005,
+            "Invalid parameter value: text must not contain NUL (\\u0000) characters",
+        );
+    }
 }
 
 #[tokio::test]

@@ -346,69 +346,70 @@ fn serve(shared: &Shared, id: usize, first: Option<Task>) {
             continue; // its requester stopped waiting
         }
         crate::stats::PG_POOL_WAIT.observe(t.queued.elapsed().as_secs_f64());
-        let waited = std::mem::take(&mut idle);
-        if rt.is_none() {
-            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => rt = Some(r),
-                Err(e) => {
-                    let reply = (t.work)(Err(CoreError::Unavailable(format!(
-                        "PostgreSQL connection thread: cannot start its runtime: {e}"
-                    ))));
-                    shared.ready(id);
-                    reply();
-                    continue;
-                }
-            }
-        }
-        let Some(runtime) = rt.as_ref() else { continue };
-        if let Some(s) = session.as_ref().filter(|_| waited) {
-            #[cfg(test)]
-            if shared.panic_in_idle_check.swap(false, Ordering::AcqRel) {
-                panic!("a panic injected by a test");
-            }
-            // The connection was not driven while the lane waited: let it
-            // read what the server sent meanwhile (a server that closed it
-            // on shutdown, say), so a closed one is replaced before use.
-            // The first yield lets the runtime poll the socket, the second
-            // lets the connection's task run.
-            runtime.block_on(async {
-                tokio::task::yield_now().await;
-                tokio::task::yield_now().await;
-            });
-            if s.client.is_closed() {
-                session = None;
-            }
-        }
-        if session.is_none() {
-            match runtime.block_on(shared.connector.connect()) {
-                Ok(client) => {
-                    session = Some(Session {
-                        client,
-                        statements: HashMap::default(),
-                        broken: false,
-                    })
-                }
-                Err(e) => {
-                    let reply = (t.work)(Err(e.into_core()));
-                    shared.ready(id);
-                    reply();
-                    continue;
-                }
-            }
-        }
-        let Some(s) = session.as_mut() else { continue };
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (t.work)(Ok((runtime, &mut *s)))));
-        if ran.is_err() || s.broken || s.client.is_closed() {
-            session = None;
-            // The connection's task, which holds its socket, runs only
-            // inside this runtime: dropped with it, the socket closes now
-            // (with any transaction left open on it) instead of at this
-            // lane's next job.
-            rt = None;
-        }
+        let reply = work_on(shared, &mut rt, &mut session, std::mem::take(&mut idle), t.work);
         shared.ready(id);
-        if let Ok(reply) = ran {
+        if let Some(reply) = reply {
             reply();
         }
     }
+}
+
+/// Runs `work` with this lane's runtime and connection, opening them if
+/// need be (or with why they cannot be); its reply, unless it panicked.
+fn work_on(
+    shared: &Shared,
+    rt: &mut Option<Runtime>,
+    session: &mut Option<Session>,
+    waited: bool,
+    work: Work,
+) -> Option<Reply> {
+    let runtime = match rt {
+        Some(r) => r,
+        None => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => rt.insert(r),
+            Err(e) => {
+                return Some(work(Err(CoreError::Unavailable(format!(
+                    "PostgreSQL connection thread: cannot start its runtime: {e}"
+                )))))
+            }
+        },
+    };
+    if let Some(s) = session.as_ref().filter(|_| waited) {
+        #[cfg(test)]
+        if shared.panic_in_idle_check.swap(false, Ordering::AcqRel) {
+            panic!("a panic injected by a test");
+        }
+        // The connection was not driven while the lane waited: let it read
+        // what the server sent meanwhile (a server that closed it on
+        // shutdown, say), so a closed one is replaced before use. The first
+        // yield lets the runtime poll the socket, the second lets the
+        // connection's task run.
+        runtime.block_on(async {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+        });
+        if s.client.is_closed() {
+            *session = None;
+        }
+    }
+    let s = match session {
+        Some(s) => s,
+        None => match runtime.block_on(shared.connector.connect()) {
+            Ok(client) => session.insert(Session {
+                client,
+                statements: HashMap::default(),
+                broken: false,
+            }),
+            Err(e) => return Some(work(Err(e.into_core()))),
+        },
+    };
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(Ok((runtime, &mut *s)))));
+    if ran.is_err() || s.broken || s.client.is_closed() {
+        *session = None;
+        // The connection's task, which holds its socket, runs only inside
+        // this runtime: dropped with it, the socket closes now (with any
+        // transaction left open on it) instead of at this lane's next job.
+        *rt = None;
+    }
+    ran.ok()
 }

@@ -887,18 +887,20 @@ mod tests {
             .await
     }
 
-    /// Runs `sql` on `store`'s pool in a task of its own (a requester
-    /// that waits up to 5 s for a connection).
+    /// Runs `sql` on `store`'s pool, waiting up to `wait` for a connection.
+    async fn run_sql(store: &PgStore, wait: Duration, sql: &'static str) -> Result<(), CoreError> {
+        store
+            .lanes
+            .run(wait, move |rt, s| {
+                rt.block_on(s.client.batch_execute(sql)).map_err(pg_err)
+            })
+            .await
+    }
+
+    /// [`run_sql`] in a task of its own, waiting up to 5 s.
     fn spawn_sql(store: &Arc<PgStore>, sql: &'static str) -> tokio::task::JoinHandle<Result<(), CoreError>> {
         let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .lanes
-                .run(Duration::from_secs(5), move |rt, s| {
-                    rt.block_on(s.client.batch_execute(sql)).map_err(pg_err)
-                })
-                .await
-        })
+        tokio::spawn(async move { run_sql(&store, Duration::from_secs(5), sql).await })
     }
 
     /// A store whose pool has one connection, already open.
@@ -975,12 +977,7 @@ mod tests {
         let busy = spawn_sql(&store, "SELECT pg_sleep(3)");
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = std::time::Instant::now();
-        let waited = store
-            .lanes
-            .run(store.wait, |rt, s| {
-                rt.block_on(s.client.batch_execute(INSERT_A)).map_err(pg_err)
-            })
-            .await;
+        let waited = run_sql(&store, store.wait, INSERT_A).await;
         assert_eq!(
             waited,
             Err(CoreError::Unavailable(
