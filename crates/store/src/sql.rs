@@ -522,16 +522,21 @@ static LINE_AND_SUB_COLS: std::sync::LazyLock<String> = std::sync::LazyLock::new
 /// per subscription; NULLs when there is none): the subscriptions, and the
 /// chat's line number (asked only when there is a subscription).
 fn joined_subscriptions(rows: &[SqlRow], at: usize) -> TxResult<(Vec<Subscription>, Option<String>)> {
-    let subs = rows
-        .iter()
-        .filter(|r| !matches!(r.0.get(at + 1), None | Some(Val::Null)))
-        .map(|r| sub_row(&SqlRow(r.0[at + 1..].to_vec())))
-        .collect::<TxResult<Vec<_>>>()?;
+    let subs = subscriptions_from(rows, at + 1)?;
     let line = match rows.first() {
         Some(r) if !subs.is_empty() => r.get(at)?,
         _ => None,
     };
     Ok((subs, line))
+}
+
+/// The subscriptions joined from column `at` of each row (one row per
+/// subscription; NULLs when there is none).
+fn subscriptions_from(rows: &[SqlRow], at: usize) -> TxResult<Vec<Subscription>> {
+    rows.iter()
+        .filter(|r| !matches!(r.0.get(at), None | Some(Val::Null)))
+        .map(|r| sub_row(&SqlRow(r.0[at..].to_vec())))
+        .collect()
 }
 
 /// How a subscription's lists are stored: events as JSON, kinds space-separated.
@@ -672,26 +677,45 @@ impl<C: Conn> Tx for SqlTx<C> {
             return self.lock_chat(tenant, id);
         }
         // One round trip, two statements: the chat row locked, with its
-        // count; then, once the lock is granted and so with a snapshot that
-        // sees whatever the lock's previous holder committed, the user's
-        // latest membership and user row (NULLs when absent), and for the
-        // leave's event its id (drawn after the lock, so a chat's events
-        // are numbered in the order they commit) and the tenant's
-        // subscriptions, one row each, with the chat's line number when
-        // there is a subscription (see `NextEvent`). One statement would
-        // read the membership from a snapshot taken before waiting for the
-        // lock: two leaves of one user could then both see it active.
-        // `nextval` sits in the select list, so with several subscriptions
-        // each row draws one and the first is used (the sequence only gets
-        // gaps, as after a rollback).
-        static AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        // count and its line's number; then, once the lock is granted and
+        // so with a snapshot that sees whatever the lock's previous holder
+        // committed, the user's latest membership and user row (NULLs when
+        // absent), and for the leave's event its id (drawn after the lock,
+        // so a chat's events are numbered in the order they commit) and the
+        // tenant's subscriptions, one row each (see `NextEvent`). One
+        // statement would read the membership from a snapshot taken before
+        // waiting for the lock: two leaves of one user could then both see
+        // it active. `nextval` sits in the select list, so with several
+        // subscriptions each row draws one and the first is used (the
+        // sequence only gets gaps, as after a rollback).
+        //
+        // What PostgreSQL spends on these per leave grows with the tables
+        // and indexes they name (each opened and locked at every
+        // execution, by a fast path for the first 16 of a transaction):
+        // the line's number is read by its key in the first statement,
+        // rather than by joining chats to lines again under the
+        // subscriptions, and the sequence is named, not looked up in the
+        // catalog (`pg_get_serial_sequence` scans `pg_depend` each time).
+        // The identity column's sequence is `events_id_seq`
+        // (`pg_only_the_events_sequence_has_its_default_name`). In pgbench
+        // runs of a leave's statements: +6 % transactions per second
+        // (BENCHMARKS.md, session 12).
+        static LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
-                "SELECT m.*, u.*, nextval(pg_get_serial_sequence('events', 'id')), {subs} FROM (SELECT 1) one \
+                "SELECT {CHAT_COLS}, active_count, \
+                 (SELECT l.phone_number FROM lines l WHERE l.tenant_id = chats.tenant_id AND l.id = chats.line_id) \
+                 FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE"
+            )
+        });
+        static AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let subs: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
+            format!(
+                "SELECT m.*, u.*, nextval('events_id_seq'), {subs} FROM (SELECT 1) one \
                  LEFT JOIN LATERAL ({latest}) m ON true \
                  LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true \
                  LEFT JOIN subscriptions s ON s.tenant_id = ?1 AND s.active = TRUE",
                 latest = *MEMBERSHIP_LATEST,
-                subs = *LINE_AND_SUB_COLS
+                subs = subs.join(", ")
             )
         });
         let (chat_n, member_n, user_n) = (
@@ -702,10 +726,9 @@ impl<C: Conn> Tx for SqlTx<C> {
         let part = |r: &SqlRow, from: usize, n: usize| SqlRow(r.0.iter().skip(from).take(n).cloned().collect());
         let present = |r: &SqlRow| !matches!(r.0.first(), None | Some(Val::Null));
         no_nul(p![tenant.0, id.0, user.0])?;
-        let (chats, rows) = self.c.query_two(
-            (chat_for_update(), p![tenant.0, id.0]),
-            (&AFTER, p![tenant.0, id.0, user.0]),
-        )?;
+        let (chats, rows) = self
+            .c
+            .query_two((&LOCK, p![tenant.0, id.0]), (&AFTER, p![tenant.0, id.0, user.0]))?;
         let (Some(c), Some(r)) = (chats.first(), rows.first()) else {
             return Ok(None);
         };
@@ -716,12 +739,11 @@ impl<C: Conn> Tx for SqlTx<C> {
         let u = part(r, member_n, user_n);
         let user_row = if present(&u) { Some(user_row(&u)?) } else { None };
         let event_at = member_n + user_n;
-        let (subscriptions, line) = joined_subscriptions(&rows, event_at + 1)?;
         self.next_event = Some(NextEvent {
             key: (tenant.0, id.0),
             id: r.get(event_at)?,
-            line,
-            subscriptions,
+            line: c.get(chat_n)?,
+            subscriptions: subscriptions_from(&rows, event_at + 1)?,
         });
         self.forget_count(tenant, id);
         self.counts.push(((tenant.0, id.0), count));
@@ -1806,19 +1828,25 @@ mod tests {
             return vec![SqlRow(row.collect())];
         }
         if sql.contains("FOR UPDATE") {
-            return vec![SqlRow(vec![
-                Val::Int(1),
-                Val::Int(7),
-                t("67e55044-10b1-426f-9247-bb680e5fe0c8"),
-                t("group"),
-                t("internal"),
-                t("team"),
-                Val::Int(3),
-                Val::Null,
-                Val::Null,
-                Val::Int(100),
-                Val::Int(4), // active_count
-            ])];
+            let line = sql.contains("phone_number").then_some(Val::Null);
+            return vec![SqlRow(
+                vec![
+                    Val::Int(1),
+                    Val::Int(7),
+                    t("67e55044-10b1-426f-9247-bb680e5fe0c8"),
+                    t("group"),
+                    t("internal"),
+                    t("team"),
+                    Val::Int(3),
+                    Val::Null,
+                    Val::Null,
+                    Val::Int(100),
+                    Val::Int(4), // active_count
+                ]
+                .into_iter()
+                .chain(line) // lock_chat_for: the line's number
+                .collect(),
+            )];
         }
         if !sql.contains("LEFT JOIN LATERAL") {
             return Vec::new();
@@ -1833,7 +1861,7 @@ mod tests {
             Val::Bool(true),
             Val::Null,
         ];
-        let event = std::iter::once(Val::Int(42)).chain(std::iter::repeat_n(Val::Null, 14));
+        let event = std::iter::once(Val::Int(42)).chain(std::iter::repeat_n(Val::Null, 13));
         vec![SqlRow(member.into_iter().chain(user).chain(event).collect())]
     }
 

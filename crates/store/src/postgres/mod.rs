@@ -759,6 +759,23 @@ mod tests {
         assert!(!text.contains("Seq Scan"), "{text}");
     }
 
+    /// A user's leave draws its event's id from `events_id_seq` by name
+    /// (`SqlTx::lock_chat_for`): it must be the identity column's sequence,
+    /// in the schema the tables are in.
+    #[tokio::test]
+    async fn pg_only_the_events_sequence_has_its_default_name() {
+        let store = open_pg(&create_database().await, &PgOptions::default()).await;
+        let client = client(&store).await;
+        let row = client
+            .query_one(
+                "SELECT pg_get_serial_sequence('events', 'id')::regclass = 'events_id_seq'::regclass",
+                &[],
+            )
+            .await
+            .expect("the sequence");
+        assert!(row.get::<_, bool>(0));
+    }
+
     /// A deferred statement that fails is the answer of the statement sent
     /// with it (not PostgreSQL's "transaction is aborted"), and the job's
     /// rollback leaves nothing behind.
