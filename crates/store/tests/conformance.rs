@@ -463,16 +463,23 @@ async fn group_commit_keeps_each_command_alone() {
     assert!(ids.iter().all(|id| id % 2 == 0));
 }
 
+/// A new, empty database on the test server, and a connection to it
+/// outside any store.
+async fn database_with_client() -> (String, tokio_postgres::Client) {
+    let url = confab_store::testing::create_database().await;
+    let (config, tls) = confab_store::postgres::parse_url(&url).unwrap();
+    let (client, conn) = config.connect(tls).await.unwrap();
+    tokio::spawn(conn);
+    (url, client)
+}
+
 /// The PostgreSQL half of the schema guard: a database migrated by a newer
 /// confab is refused with the same words. PostgreSQL runs only.
 #[tokio::test]
 async fn pg_only_refuses_a_newer_schema() {
-    let url = confab_store::testing::create_database().await;
+    let (url, client) = database_with_client().await;
     let opts = confab_store::PgOptions::default();
     drop(confab_store::testing::open_pg(&url, &opts).await);
-    let (config, tls) = confab_store::postgres::parse_url(&url).unwrap();
-    let (client, conn) = config.connect(tls).await.unwrap();
-    tokio::spawn(conn);
     client
         .batch_execute("INSERT INTO confab_schema (version) VALUES (999)")
         .await
@@ -503,10 +510,7 @@ async fn pg_only_two_nodes_migrate_at_once() {
 /// and `ended`).
 #[tokio::test]
 async fn pg_only_memberships_keep_their_order_and_history_through_migration_2() {
-    let url = confab_store::testing::create_database().await;
-    let (config, tls) = confab_store::postgres::parse_url(&url).unwrap();
-    let (client, conn) = config.connect(tls).await.unwrap();
-    tokio::spawn(conn);
+    let (url, client) = database_with_client().await;
     let old = format!(
         "{}\nCREATE TABLE confab_schema (version INTEGER NOT NULL); INSERT INTO confab_schema (version) VALUES (1);\n{}",
         include_str!("../migrations/postgres/0001_init.sql"),
@@ -515,6 +519,29 @@ async fn pg_only_memberships_keep_their_order_and_history_through_migration_2() 
     client.batch_execute(&old).await.unwrap();
     let store = confab_store::testing::open_pg(&url, &confab_store::PgOptions::default()).await;
     confab_store::testing::assert_memberships_survived_the_move(store).await;
+}
+
+/// A store whose URL puts it in a schema of its own
+/// (`options=-c search_path=…`) keeps its tables there, and a leave works
+/// in it (its event id comes from the schema's own `events_id_seq`).
+#[tokio::test]
+async fn pg_only_a_store_keeps_to_the_schema_its_url_names() {
+    let (url, client) = database_with_client().await;
+    client.batch_execute("CREATE SCHEMA chat").await.unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let in_schema = format!("{url}{sep}options=-c%20search_path%3Dchat");
+    let store = confab_store::testing::open_pg(&in_schema, &confab_store::PgOptions::default()).await;
+    let (t, c) = six_person_group(&*store).await;
+    user_leaves(&*store, t, c, UserId(3)).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM chat.events WHERE kind = 'left'), to_regclass('public.events') IS NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1, "the leave's event, in schema chat");
+    assert!(row.get::<_, bool>(1), "nothing in schema public");
 }
 
 /// A tenant with persons 1–6 and a group owned by 1 with 2–6 in it.

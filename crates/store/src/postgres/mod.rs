@@ -109,15 +109,7 @@ impl PgStore {
     /// ?sslmode=require`); see [`tls`] for the sslmode values understood.
     pub async fn open(url: &str, opts: &PgOptions) -> Result<PgStore, PgOpenError> {
         let (mut config, tls) = tls::parse(url).map_err(PgOpenError::Url)?;
-        config.connect_timeout(opts.connect_timeout);
-        // A connection idle behind a NAT or firewall that forgets it gets
-        // no FIN: probe after a minute instead of the driver's two hours,
-        // unless the URL says otherwise.
-        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
-            config.keepalives_idle(Duration::from_secs(60));
-        }
-        config.options(format!("-c statement_timeout={}", opts.statement_timeout.as_millis()));
-        config.application_name("confab");
+        settle(&mut config, opts);
         let target = describe(&config);
         let store = PgStore {
             lanes: Lanes::new(
@@ -204,6 +196,30 @@ impl PgStore {
 }
 
 /// An error with its causes: "error connecting to server: Connection refused".
+/// What confab adds to the settings of the URL. The URL's own come first
+/// where both are set:
+/// - `options` (`?options=-c%20search_path%3Dchat`, say) are kept, after
+///   confab's `-c statement_timeout=…`, so a `statement_timeout` there wins;
+/// - `application_name` is "confab" unless the URL names one;
+/// - TCP keepalives start after a minute instead of the driver's two
+///   hours, unless the URL sets `keepalives_idle`: a connection idle behind
+///   a NAT or firewall that forgets it gets no FIN.
+fn settle(config: &mut tokio_postgres::Config, opts: &PgOptions) {
+    config.connect_timeout(opts.connect_timeout);
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(Duration::from_secs(60));
+    }
+    let ours = format!("-c statement_timeout={}", opts.statement_timeout.as_millis());
+    let options = match config.get_options() {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{ours} {theirs}"),
+        _ => ours,
+    };
+    config.options(options);
+    if config.get_application_name().is_none() {
+        config.application_name("confab");
+    }
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
@@ -757,6 +773,34 @@ mod tests {
         let text = plan.join("\n");
         assert!(text.contains("replay_nonces_expiry"), "{text}");
         assert!(!text.contains("Seq Scan"), "{text}");
+    }
+
+    /// The URL's `options`, `application_name` and `keepalives_idle` are
+    /// kept; confab's statement timeout goes before the URL's options (so
+    /// one set there wins), and its own defaults fill what the URL leaves.
+    #[test]
+    fn the_urls_settings_are_kept_and_ours_fill_the_rest() {
+        let opts = PgOptions::default();
+        let timeout = format!("-c statement_timeout={}", opts.statement_timeout.as_millis());
+        let (mut bare, _) = tls::parse("postgres://u@127.0.0.1:5432/db?sslmode=disable").unwrap();
+        settle(&mut bare, &opts);
+        assert_eq!(bare.get_options(), Some(timeout.as_str()));
+        assert_eq!(bare.get_application_name(), Some("confab"));
+        assert_eq!(bare.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(bare.get_connect_timeout(), Some(&opts.connect_timeout));
+
+        let (mut set, _) = tls::parse(
+            "postgres://u@127.0.0.1:5432/db?sslmode=disable&options=-c%20search_path%3Dchat\
+             &application_name=mine&keepalives_idle=30",
+        )
+        .unwrap();
+        settle(&mut set, &opts);
+        assert_eq!(
+            set.get_options(),
+            Some(format!("{timeout} -c search_path=chat").as_str())
+        );
+        assert_eq!(set.get_application_name(), Some("mine"));
+        assert_eq!(set.get_keepalives_idle(), Duration::from_secs(30));
     }
 
     /// A user's leave draws its event's id from `events_id_seq` by name
