@@ -481,6 +481,11 @@ fn cred_row(r: &SqlRow) -> TxResult<Credential> {
     })
 }
 
+/// The events' sequence: the identity column's, by its default name
+/// (`pg_only_the_events_sequence_has_its_default_name`). A user's leave
+/// draws its event's id from it under the chat's lock.
+pub(crate) const EVENTS_SEQUENCE: &str = "events_id_seq";
+
 /// The phone number of chat `?2`'s line in tenant `?1` (no row: no line).
 const LINE_OF_CHAT: &str =
     "SELECT l.phone_number FROM chats c JOIN lines l ON l.tenant_id = c.tenant_id AND l.id = c.line_id WHERE c.tenant_id = ?1 AND c.id = ?2";
@@ -689,28 +694,28 @@ impl<C: Conn> Tx for SqlTx<C> {
         // subscriptions each row draws one and the first is used (the
         // sequence only gets gaps, as after a rollback).
         //
-        // What PostgreSQL spends on these per leave grows with the tables
-        // and indexes they name (each opened and locked at every
-        // execution, by a fast path for the first 16 of a transaction):
+        // What PostgreSQL spends on these per leave grows with the
+        // relations they touch (each opened and locked at every execution):
         // the line's number is read by its key in the first statement,
         // rather than by joining chats to lines again under the
         // subscriptions, and the sequence is named, not looked up in the
         // catalog (`pg_get_serial_sequence` scans `pg_depend` each time).
-        // The identity column's sequence is `events_id_seq`
-        // (`pg_only_the_events_sequence_has_its_default_name`). In pgbench
-        // runs of a leave's statements: +6 % transactions per second
-        // (BENCHMARKS.md, session 12).
+        // About +5 % in pgbench runs of a leave's statements (BENCHMARKS.md,
+        // session 12). Reading the line before the lock wait is safe: a
+        // chat's `line_id` is set when it is created and a line's number
+        // never changes (lines are only added, or switched on and off). The
+        // sub-select's `lines` row is not locked (`FOR UPDATE OF chats`).
         static LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "SELECT {CHAT_COLS}, active_count, \
                  (SELECT l.phone_number FROM lines l WHERE l.tenant_id = chats.tenant_id AND l.id = chats.line_id) \
-                 FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE"
+                 FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE OF chats"
             )
         });
         static AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             let subs: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
             format!(
-                "SELECT m.*, u.*, nextval('events_id_seq'), {subs} FROM (SELECT 1) one \
+                "SELECT m.*, u.*, nextval('{EVENTS_SEQUENCE}'), {subs} FROM (SELECT 1) one \
                  LEFT JOIN LATERAL ({latest}) m ON true \
                  LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true \
                  LEFT JOIN subscriptions s ON s.tenant_id = ?1 AND s.active = TRUE",
@@ -732,6 +737,13 @@ impl<C: Conn> Tx for SqlTx<C> {
         let (Some(c), Some(r)) = (chats.first(), rows.first()) else {
             return Ok(None);
         };
+        // A missing column would read as NULL (`SqlRow::get`): a line-less chat.
+        if c.0.len() != chat_n + 1 {
+            return Err(CoreError::Internal(format!(
+                "the chat's lock gave {} columns",
+                c.0.len()
+            )));
+        }
         let chat = chat_row(c)?;
         let count: i64 = c.get(chat_n - 1)?;
         let m = part(r, 0, member_n);
@@ -1884,6 +1896,82 @@ mod tests {
         fn exec(&mut self, sql: &str, _: &[Val]) -> TxResult<u64> {
             self.0.borrow_mut().push(sql.into());
             Ok(1)
+        }
+    }
+
+    /// [`Recorder`] for a chat on line +15550001 (id 5), in a tenant with
+    /// one Linq subscription that listens to the line in `.1`.
+    struct OnALine(Recorder, &'static str);
+
+    impl OnALine {
+        fn patch(&self, sql: &str, mut rows: Vec<SqlRow>) -> Vec<SqlRow> {
+            let t = |s: &str| Val::Text(s.into());
+            for r in &mut rows {
+                if sql.contains("FOR UPDATE") {
+                    r.0[7] = Val::Int(5);
+                    if sql.contains("phone_number") {
+                        *r.0.last_mut().expect("the line's column") = t("+15550001");
+                    }
+                } else if sql.contains("LEFT JOIN LATERAL") {
+                    let at = r.0.len() - SUB_COLS.split(", ").count();
+                    let sub = [
+                        t("sub"),
+                        Val::Int(1),
+                        t("linq"),
+                        t("http://127.0.0.1:9/"),
+                        t("[]"),
+                        t(""),
+                        t(self.1),
+                        Val::Null,
+                        t("secret"),
+                        t("{}"),
+                        Val::Bool(true),
+                        Val::Int(0),
+                        Val::Int(0),
+                    ];
+                    r.0.splice(at.., sub);
+                }
+            }
+            rows
+        }
+    }
+
+    impl Conn for OnALine {
+        fn dialect(&self) -> Dialect {
+            Dialect::Postgres
+        }
+        fn row_locks(&self) -> bool {
+            true
+        }
+        fn query(&mut self, sql: &str, p: &[Val]) -> TxResult<Vec<SqlRow>> {
+            let rows = self.0.query(sql, p)?;
+            Ok(self.patch(sql, rows))
+        }
+        fn query_two(&mut self, first: (&str, &[Val]), second: (&str, &[Val])) -> TxResult<(Vec<SqlRow>, Vec<SqlRow>)> {
+            let (a, b) = self.0.query_two(first, second)?;
+            Ok((self.patch(first.0, a), self.patch(second.0, b)))
+        }
+        fn exec(&mut self, sql: &str, p: &[Val]) -> TxResult<u64> {
+            self.0.exec(sql, p)
+        }
+    }
+
+    /// The chat's line number comes with its lock: a leave's event is
+    /// queued for a subscription of that line, and only of that line,
+    /// with no statement besides the lock, the event and the outbox row.
+    #[test]
+    fn lock_chat_for_brings_the_line_that_subscriptions_listen_to() {
+        for (listens_to, queued) in [("+15550001", 1), ("+15550002", 0)] {
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let mut tx = SqlTx::new(OnALine(Recorder(seen.clone()), listens_to), 0);
+            let (t, c, u) = (TenantId(1), ChatId(7), UserId(3));
+            let chat = tx.lock_chat_for(t, c, u).unwrap().expect("the chat");
+            assert_eq!(chat.line_id, Some(LineId(5)));
+            tx.append_event(left(t, c, u)).unwrap();
+            let sql = seen.borrow().clone();
+            let outbox = sql.iter().filter(|s| s.starts_with("INSERT INTO outbox")).count();
+            assert_eq!(outbox, queued, "listening to {listens_to}: {sql:?}");
+            assert_eq!(sql.len(), 2 + queued, "{sql:?}");
         }
     }
 

@@ -803,7 +803,7 @@ mod tests {
         assert_eq!(set.get_keepalives_idle(), Duration::from_secs(30));
     }
 
-    /// A user's leave draws its event's id from `events_id_seq` by name
+    /// A user's leave draws its event's id from `EVENTS_SEQUENCE` by name
     /// (`SqlTx::lock_chat_for`): it must be the identity column's sequence,
     /// in the schema the tables are in.
     #[tokio::test]
@@ -812,8 +812,8 @@ mod tests {
         let client = client(&store).await;
         let row = client
             .query_one(
-                "SELECT pg_get_serial_sequence('events', 'id')::regclass = 'events_id_seq'::regclass",
-                &[],
+                "SELECT pg_get_serial_sequence('events', 'id')::regclass = $1::text::regclass",
+                &[&crate::sql::EVENTS_SEQUENCE],
             )
             .await
             .expect("the sequence");
