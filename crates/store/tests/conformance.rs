@@ -544,6 +544,50 @@ async fn pg_only_a_store_keeps_to_the_schema_its_url_names() {
     assert!(row.get::<_, bool>(1), "nothing in schema public");
 }
 
+/// A store opens over the server's Unix-domain socket (a host that is a
+/// directory) and a leave works there. The driver asks for a TLS
+/// connector even for a socket, with an empty host name, which rustls
+/// refused: every connection over a socket failed.
+#[tokio::test]
+async fn pg_only_a_store_opens_over_a_unix_socket() {
+    let (url, client) = database_with_client().await;
+    let dir: String = client
+        .query_one(
+            "SELECT trim(split_part(current_setting('unix_socket_directories'), ',', 1))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        dir.starts_with('/'),
+        "the test server listens on no Unix socket directory (unix_socket_directories = {dir:?}); \
+         scripts/pg-cluster starts one that does"
+    );
+    let (config, _) = confab_store::postgres::parse_url(&url).unwrap();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap();
+    let password = config
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let db = config.get_dbname().unwrap();
+    let socket = format!("postgres://{user}{password}@/{db}?host={dir}&port={port}");
+    let store = confab_store::testing::open_pg(&socket, &confab_store::PgOptions::default()).await;
+    let (t, c) = six_person_group(&*store).await;
+    user_leaves(&*store, t, c, UserId(3)).await.unwrap();
+    let over_sockets: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'confab' AND client_port = -1",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(over_sockets >= 1, "the store's connections go over the socket");
+}
+
 /// A tenant with persons 1–6 and a group owned by 1 with 2–6 in it.
 async fn six_person_group(store: &dyn Store) -> (TenantId, ChatId) {
     six_person_group_of(store, "acme").await

@@ -28,7 +28,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, Statement};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// One open connection of a lane, with its prepared statements.
 pub(crate) struct Session {
@@ -56,7 +55,7 @@ impl Session {
 /// How lanes open their connections.
 pub(crate) struct Connector {
     pub(crate) config: tokio_postgres::Config,
-    pub(crate) tls: MakeRustlsConnect,
+    pub(crate) tls: super::tls::Tls,
     /// How long opening a connection may take in all: the driver's own
     /// `connect_timeout` bounds only the TCP connect, not TLS or the
     /// startup and authentication exchange behind it.

@@ -5,6 +5,10 @@
 //! - `verify-ca` / `verify-full`: TLS, the certificate must chain to
 //!   `sslrootcert=PATH` (a PEM file). rustls always checks the host name as
 //!   well, so `verify-ca` behaves like `verify-full`.
+//!
+//! As in libpq, `sslmode` does not apply to a Unix-domain socket (a host
+//! that is a directory, `postgres://user@%2Fvar%2Frun%2Fpostgresql/db` or
+//! `?host=/var/run/postgresql`): PostgreSQL serves no TLS there.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -13,6 +17,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::str::FromStr;
 use std::sync::Arc;
 use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +30,7 @@ pub enum TlsMode {
 
 /// Splits confab's own view of `sslmode` / `sslrootcert` off the URL and
 /// builds the driver config plus the TLS connector.
-pub fn parse(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
+pub fn parse(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, q),
         None => (url, ""),
@@ -59,7 +64,13 @@ pub fn parse(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), S
         format!("{base}?{}", rest.join("&"))
     };
     let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| e.to_string())?;
+    let only_sockets = !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
     config.ssl_mode(match mode {
+        _ if only_sockets => SslMode::Disable,
         TlsMode::Disable => SslMode::Disable,
         TlsMode::Prefer => SslMode::Prefer,
         TlsMode::Require | TlsMode::Verify => SslMode::Require,
@@ -85,7 +96,28 @@ pub fn parse(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), S
             .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
             .with_no_client_auth()
     };
-    Ok((config, MakeRustlsConnect::new(tls)))
+    Ok((config, Tls(MakeRustlsConnect::new(tls))))
+}
+
+/// The TLS connector confab hands the driver: rustls's, except that for a
+/// Unix-domain socket, where the driver asks for a connector with an empty
+/// host name and then never uses it, it is made for "localhost" (rustls
+/// refuses an empty name, which failed every connection over a socket).
+#[derive(Clone)]
+pub struct Tls(MakeRustlsConnect);
+
+impl<S> MakeTlsConnect<S> for Tls
+where
+    MakeRustlsConnect: MakeTlsConnect<S>,
+{
+    type Stream = <MakeRustlsConnect as MakeTlsConnect<S>>::Stream;
+    type TlsConnect = <MakeRustlsConnect as MakeTlsConnect<S>>::TlsConnect;
+    type Error = <MakeRustlsConnect as MakeTlsConnect<S>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
+        let domain = if domain.is_empty() { "localhost" } else { domain };
+        MakeTlsConnect::<S>::make_tls_connect(&mut self.0, domain)
+    }
 }
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
@@ -153,5 +185,29 @@ mod tests {
             .err()
             .unwrap()
             .contains("sslmode=bogus"));
+    }
+
+    /// A Unix-domain socket, named either way, gets no TLS whatever the
+    /// sslmode (as in libpq), and a connector can be made for it: the
+    /// driver asks with an empty host name.
+    #[test]
+    fn a_unix_socket_takes_no_tls() {
+        for url in [
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql:5433/db?sslmode=require",
+            "postgres://u@/db?host=/var/run/postgresql&sslmode=prefer",
+        ] {
+            let (c, mut tls) = parse(url).unwrap();
+            assert_eq!(c.get_ssl_mode(), SslMode::Disable, "{url}");
+            assert!(
+                MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut tls, "").is_ok(),
+                "{url}"
+            );
+        }
+        let (c, _) = parse("postgres://u@%2Ftmp:5433,db.example:5432/db?sslmode=require").unwrap();
+        assert_eq!(
+            c.get_ssl_mode(),
+            SslMode::Require,
+            "a TCP host among them keeps its TLS"
+        );
     }
 }
