@@ -11,6 +11,7 @@
 //! insert an event, insert an outbox row) directly on SQLite in WAL mode, with
 //! `synchronous` FULL and NORMAL, 1 and 100 leaves per transaction.
 
+mod cpu;
 mod crash;
 mod hold;
 mod imessage;
@@ -72,11 +73,17 @@ enum Cmd {
         /// Linq only: send at this many leaves per second (0 = as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
-        /// Server process id, to report its peak RSS.
+        /// Server process id, to report its peak RSS (and, for Vibecode
+        /// and Bitrix, its CPU per request in each phase).
         #[arg(long)]
         pid: Option<u32>,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Vibecode and Bitrix: also report the CPU per request of every
+        /// process whose name starts with this (`postgres`: the database
+        /// server), next to the server's (`--pid`) and the load generator's.
+        #[arg(long)]
+        cpu_of: Option<String>,
         /// Vibecode and Bitrix: the tenant's slug (default: a new random
         /// one per run).
         #[arg(long)]
@@ -161,6 +168,8 @@ pub(crate) struct Phase {
     pub(crate) errors: usize,
     pub(crate) seconds: f64,
     pub(crate) latencies_ms: Vec<f64>,
+    /// CPU per request over the phase, by whom (see `cpu`), when measured.
+    pub(crate) cpu: Option<Value>,
 }
 
 /// What one worker of a phase returns: (ok, errors, latencies in ms).
@@ -188,6 +197,7 @@ impl Phase {
             errors,
             seconds: started.elapsed().as_secs_f64(),
             latencies_ms,
+            cpu: None,
         }
     }
 
@@ -200,6 +210,7 @@ impl Phase {
             "phase": self.name, "ok": self.ok, "errors": self.errors, "seconds": self.seconds,
             "throughput_per_s": self.throughput(), "ratio_to_healthz": self.throughput() / ceiling.max(1e-9),
             "p50_ms": percentile(l, 0.5), "p99_ms": percentile(l, 0.99), "p999_ms": percentile(l, 0.999),
+            "cpu_us_per_request": self.cpu,
         })
     }
 }
@@ -307,6 +318,7 @@ async fn load(
     out: Option<std::path::PathBuf>,
     tenant: Option<String>,
     reuse: bool,
+    cpu_of: Option<String>,
 ) -> anyhow::Result<()> {
     let (chats, members) = match workload {
         Workload::Scattered => (chats.unwrap_or(10_000), members.unwrap_or(20)),
@@ -342,18 +354,25 @@ async fn load(
             .collect(),
     };
     let pairs = Arc::new(pairs);
+    let clock = cpu::CpuClock {
+        server: pid,
+        others: cpu_of,
+    };
     let (c1, b1) = (client.clone(), base.clone());
-    let health = drive("healthz", concurrency, requests, move |_| {
+    let before = clock.sample();
+    let mut health = drive("healthz", concurrency, requests, move |_| {
         c1.get(format!("{b1}/healthz"))
     })
     .await;
+    let between = clock.sample();
+    let (health_cpu, health_cpu_text) = clock.per_request(before, between, requests);
     let (c2, b2, s2) = (client.clone(), base.clone(), slug.clone());
     let name = if face == Face::Bitrix {
         "bitrix im.chat.leave"
     } else {
         "vibecode leave"
     };
-    let leaves = drive(name, concurrency, requests, move |i| {
+    let mut leaves = drive(name, concurrency, requests, move |i| {
         let (chat, user) = pairs[i];
         if face == Face::Bitrix {
             c2.post(format!("{b2}/rest/{user}/hook{s2}{user}/im.chat.leave.json"))
@@ -364,6 +383,9 @@ async fn load(
         }
     })
     .await;
+    let (leaves_cpu, leaves_cpu_text) = clock.per_request(between, clock.sample(), requests);
+    health.cpu = Some(health_cpu);
+    leaves.cpu = Some(leaves_cpu);
     let ceiling = health.throughput();
     let rss = peak_rss_mb(pid);
     println!("workload {workload:?}: {chats} chats x {members} members, concurrency {concurrency}, provisioned in {provision_s:.1} s");
@@ -388,6 +410,7 @@ async fn load(
     if let Some(mb) = rss {
         println!("server peak RSS: {mb:.1} MB");
     }
+    println!("CPU per request, µs (from /proc): healthz: {health_cpu_text}; {name}: {leaves_cpu_text}");
     let report = json!({
         "workload": format!("{workload:?}").to_lowercase(), "chats": chats, "members": members, "concurrency": concurrency,
         "provision_seconds": provision_s, "phases": [health.json(ceiling), leaves.json(ceiling)], "server_peak_rss_mb": rss,
@@ -486,6 +509,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             pid,
             json,
+            cpu_of,
             tenant,
             reuse,
             webhook,
@@ -511,8 +535,12 @@ fn main() -> anyhow::Result<()> {
                     json,
                     tenant,
                     reuse,
+                    cpu_of,
                 ))?;
             } else {
+                if cpu_of.is_some() {
+                    bail!("--cpu-of is for the vibecode and bitrix faces");
+                }
                 if tenant.is_some() {
                     bail!("--tenant and --reuse are for the vibecode and bitrix faces");
                 }
