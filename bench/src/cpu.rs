@@ -1,13 +1,16 @@
 //! CPU time spent over a phase, read from `/proc` (Linux): the server's
 //! (`--pid`), the load generator's own, and, with `--cpu-of NAME`, that of
 //! every process whose name starts with NAME (`postgres`: the database
-//! server's backends, writers and checkpointer). A process that ends
-//! during the phase is not counted.
+//! server's backends, writers and checkpointer). Each process counts with
+//! its children that have ended (a backend's time moves to the postmaster
+//! when it is reaped); a process whose parent is not counted is lost when
+//! it ends. NAME is matched against the kernel's 15-character name; a
+//! NAME that also matches the server or this program counts them again.
 
 use serde_json::{json, Value};
 
-/// Clock ticks per second of `/proc/*/stat`'s times (`USER_HZ`, 100 on
-/// every Linux architecture's user ABI).
+/// Clock ticks per second of `/proc/*/stat`'s times (`USER_HZ`: 100 on
+/// x86-64 and arm64, where confab is measured).
 const TICKS_PER_SECOND: f64 = 100.0;
 
 pub(crate) struct CpuClock {
@@ -22,16 +25,19 @@ pub(crate) struct CpuSample {
     others: Option<u64>,
 }
 
-/// utime + stime of one `/proc/PID/stat` text, and its command name.
+/// utime + stime + cutime + cstime of one `/proc/PID/stat` text (its own
+/// time and that of its children that ended), and its command name.
 fn ticks(stat: &str) -> Option<(&str, u64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?;
     let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
-    // Fields 14 and 15 of proc(5); the first field after the name is 3.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((comm, utime + stime))
+    // Fields 14 to 17 of proc(5); the first field after the name is 3.
+    let mut total = 0;
+    for i in 11..=14 {
+        total += fields.get(i)?.parse::<u64>().ok()?;
+    }
+    Some((comm, total))
 }
 
 fn ticks_of(path: &str) -> Option<u64> {
@@ -96,8 +102,8 @@ mod tests {
 
     #[test]
     fn reads_the_times_after_a_name_with_spaces_and_parentheses() {
-        let stat = "4242 (tokio (rt) w) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1";
-        assert_eq!(ticks(stat), Some(("tokio (rt) w", 300)));
+        let stat = "4242 (tokio (rt) w) S 1 2 3 4 5 6 7 8 9 10 250 50 7 3 20 0 1";
+        assert_eq!(ticks(stat), Some(("tokio (rt) w", 310)));
         assert_eq!(ticks("4242 (x) S 1"), None);
     }
 

@@ -572,7 +572,8 @@ async fn pg_only_a_store_opens_over_a_unix_socket() {
         .map(|p| format!(":{}", String::from_utf8_lossy(p)))
         .unwrap_or_default();
     let db = config.get_dbname().unwrap();
-    let socket = format!("postgres://{user}{password}@/{db}?host={dir}&port={port}");
+    // sslmode=require too: it does not apply to a socket, as in libpq.
+    let socket = format!("postgres://{user}{password}@/{db}?host={dir}&port={port}&sslmode=require");
     let store = confab_store::testing::open_pg(&socket, &confab_store::PgOptions::default()).await;
     let (t, c) = six_person_group(&*store).await;
     user_leaves(&*store, t, c, UserId(3)).await.unwrap();

@@ -195,15 +195,16 @@ impl PgStore {
     }
 }
 
-/// An error with its causes: "error connecting to server: Connection refused".
 /// What confab adds to the settings of the URL. The URL's own come first
 /// where both are set:
 /// - `options` (`?options=-c%20search_path%3Dchat`, say) are kept, after
 ///   confab's `-c statement_timeout=…`, so a `statement_timeout` there wins;
 /// - `application_name` is "confab" unless the URL names one;
 /// - TCP keepalives start after a minute instead of the driver's two
-///   hours, unless the URL sets `keepalives_idle`: a connection idle behind
-///   a NAT or firewall that forgets it gets no FIN.
+///   hours, unless the URL sets another `keepalives_idle`: a connection
+///   idle behind a NAT or firewall that forgets it gets no FIN;
+/// - `connect_timeout` is always confab's (`PgOptions::connect_timeout`),
+///   which also bounds TLS and the startup exchange.
 fn settle(config: &mut tokio_postgres::Config, opts: &PgOptions) {
     config.connect_timeout(opts.connect_timeout);
     if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
@@ -220,6 +221,7 @@ fn settle(config: &mut tokio_postgres::Config, opts: &PgOptions) {
     }
 }
 
+/// An error with its causes: "error connecting to server: Connection refused".
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();

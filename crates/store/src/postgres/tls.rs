@@ -8,7 +8,10 @@
 //!
 //! As in libpq, `sslmode` does not apply to a Unix-domain socket (a host
 //! that is a directory, `postgres://user@%2Fvar%2Frun%2Fpostgresql/db` or
-//! `?host=/var/run/postgresql`): PostgreSQL serves no TLS there.
+//! `?host=/var/run/postgresql`): PostgreSQL serves no TLS there. This holds
+//! when every host of the URL is a socket (and no `hostaddr` is given);
+//! in a list that mixes sockets and TCP hosts, the one `sslmode` applies
+//! to all, so `require` fails on the sockets and moves on to the next host.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -64,7 +67,9 @@ pub fn parse(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
         format!("{base}?{}", rest.join("&"))
     };
     let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| e.to_string())?;
+    // With `hostaddr` the driver connects over TCP whatever the host says.
     let only_sockets = !config.get_hosts().is_empty()
+        && config.get_hostaddrs().is_empty()
         && config
             .get_hosts()
             .iter()
@@ -209,5 +214,7 @@ mod tests {
             SslMode::Require,
             "a TCP host among them keeps its TLS"
         );
+        let (c, _) = parse("postgres://u@/db?host=/tmp&hostaddr=10.0.0.5&sslmode=require").unwrap();
+        assert_eq!(c.get_ssl_mode(), SslMode::Require, "hostaddr connects over TCP");
     }
 }
