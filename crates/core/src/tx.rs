@@ -159,6 +159,19 @@ pub trait AdminTx {
     fn events(&mut self, tenant: TenantId, chat: Option<ChatId>) -> TxResult<Vec<Event>>;
     fn insert_credential(&mut self, cred: NewCredential) -> TxResult<Credential>;
     fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>>;
+    /// [`AdminTx::credential_by_hash`] with the credential's tenant: what
+    /// every request's authentication asks when its credential is not
+    /// cached. A store answers it in one statement.
+    fn credential_and_tenant_by_hash(
+        &mut self,
+        kind: CredentialKind,
+        secret_hash: &str,
+    ) -> TxResult<Option<(Credential, Tenant)>> {
+        let Some(cred) = self.credential_by_hash(kind, secret_hash)? else {
+            return Ok(None);
+        };
+        Ok(self.tenant(cred.tenant_id)?.map(|t| (cred, t)))
+    }
     fn credentials(&mut self, tenant: TenantId) -> TxResult<Vec<Credential>>;
     /// A stored answer to an idempotent request: (body hash, response).
     fn idempotent_response(&mut self, tenant: TenantId, scope: &str, key: &str) -> TxResult<Option<(String, String)>>;

@@ -2,9 +2,9 @@
 //! a moment on each node.
 //!
 //! Every request authenticates, and without a cache that is one read
-//! transaction before the request's own work: on PostgreSQL four round
-//! trips (begin, credential, tenant, end) for a leave whose own
-//! transaction is a handful more. Credentials are never changed after they
+//! transaction before the request's own work: on PostgreSQL two round
+//! trips (begin with the credential and its tenant in one statement, then
+//! the end) for a leave whose own transaction is two more. Credentials are never changed after they
 //! are issued (expiry is fixed at creation and checked by the faces at
 //! every use, from the cached row), so a cached hit stays right; what a
 //! cache could miss is a credential issued since, which is why misses are
@@ -91,13 +91,7 @@ impl CredentialCache {
         }
         let hash = key.1.clone();
         let generation = self.generation();
-        let found = crate::common::bounded(store.read(move |tx| {
-            let Some(cred) = tx.credential_by_hash(kind, &hash)? else {
-                return Ok(None);
-            };
-            Ok(tx.tenant(cred.tenant_id)?.map(|t| (cred, t)))
-        }))
-        .await?;
+        let found = crate::common::bounded(store.read(move |tx| tx.credential_and_tenant_by_hash(kind, &hash))).await?;
         if let Some(v) = found.as_ref().filter(|_| self.generation() == generation) {
             self.by_hash.put(key, v.clone());
         }

@@ -1437,6 +1437,30 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         )
     }
 
+    /// One statement: on PostgreSQL a request's authentication is then
+    /// one round trip with `BEGIN` and one for its end, not three.
+    fn credential_and_tenant_by_hash(
+        &mut self,
+        kind: CredentialKind,
+        secret_hash: &str,
+    ) -> TxResult<Option<(Credential, Tenant)>> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let cols: Vec<String> = CRED_COLS.split(", ").map(|c| format!("c.{c}")).collect();
+            format!(
+                "SELECT {}, t.id, t.slug, t.name FROM credentials c JOIN tenants t ON t.id = c.tenant_id \
+                 WHERE c.kind = ?1 AND c.secret_hash = ?2",
+                cols.join(", ")
+            )
+        });
+        let n = CRED_COLS.split(", ").count();
+        self.one(&SQL, p![kind.as_str(), secret_hash], |r| {
+            Ok((
+                cred_row(r)?,
+                tenant_row(&SqlRow(r.0.get(n..).unwrap_or_default().to_vec()))?,
+            ))
+        })
+    }
+
     fn credentials(&mut self, tenant: TenantId) -> TxResult<Vec<Credential>> {
         self.many(
             sql!("SELECT {CRED_COLS} FROM credentials WHERE tenant_id = ?1 ORDER BY id"),

@@ -589,6 +589,48 @@ async fn pg_only_a_store_opens_over_a_unix_socket() {
     assert!(over_sockets >= 1, "the store's connections go over the socket");
 }
 
+/// A credential and its tenant in one lookup answer as the two separate
+/// lookups do, in the right tenant among two, and nothing for a hash no
+/// credential has.
+#[tokio::test]
+async fn a_credential_comes_with_its_tenant() {
+    let db = testing::fresh_store().await;
+    let store = db.store.clone();
+    let (both, separate, unknown) = store
+        .write(|tx| {
+            let other = tx.insert_tenant("other", "Other")?;
+            let t = tx.insert_tenant("acme", "Acme")?;
+            for (tenant, hash) in [(other.id, "h-other"), (t.id, "h-acme")] {
+                tx.insert_credential(NewCredential {
+                    tenant_id: tenant,
+                    kind: CredentialKind::VibecodePersonal,
+                    secret_hash: hash.into(),
+                    secret: None,
+                    user_id: Some(UserId(7)),
+                    app_id: None,
+                    scopes: vec!["im".into()],
+                    expires_at: Some(99),
+                    label: "key".into(),
+                })?;
+            }
+            let kind = CredentialKind::VibecodePersonal;
+            let both = tx.credential_and_tenant_by_hash(kind, "h-acme")?;
+            let cred = tx.credential_by_hash(kind, "h-acme")?.expect("the credential");
+            let tenant = tx.tenant(cred.tenant_id)?.expect("its tenant");
+            let unknown = tx.credential_and_tenant_by_hash(kind, "h-none")?;
+            Ok((both, (cred, tenant), unknown))
+        })
+        .await
+        .unwrap();
+    let (cred, tenant) = both.expect("found");
+    assert_eq!((cred.clone(), tenant.clone()), separate);
+    assert_eq!(
+        (tenant.slug.as_str(), cred.user_id, cred.expires_at),
+        ("acme", Some(UserId(7)), Some(99))
+    );
+    assert_eq!(unknown, None);
+}
+
 /// A tenant with persons 1–6 and a group owned by 1 with 2–6 in it.
 async fn six_person_group(store: &dyn Store) -> (TenantId, ChatId) {
     six_person_group_of(store, "acme").await
