@@ -4,12 +4,12 @@
 //! Every request authenticates, and without a cache that is one read
 //! transaction before the request's own work: on PostgreSQL two round
 //! trips (begin with the credential and its tenant in one statement, then
-//! the end) for a leave whose own transaction is two more. Credentials are never changed after they
-//! are issued (expiry is fixed at creation and checked by the faces at
-//! every use, from the cached row), so a cached hit stays right; what a
-//! cache could miss is a credential issued since, which is why misses are
-//! never cached, and the Chert signing secrets of a tenant, listed by slug,
-//! which a newly issued secret extends. Admin writes on this node clear the
+//! the end) for a leave whose own transaction is two more. Credentials are
+//! never changed after they are issued (expiry is fixed at creation and
+//! checked by the faces at every use, from the cached row), so a cached
+//! hit stays right; what a cache could miss is a credential issued since,
+//! which is why misses are never cached, and the Chert signing secrets of a
+//! tenant, listed by slug, which a newly issued secret extends. Admin writes on this node clear the
 //! cache at once; another node sharing the database sees a new signing
 //! secret within [`TTL`].
 

@@ -8,7 +8,7 @@
 //! nor SQLite's `user_chats` (a lookup table of its own: PostgreSQL finds a
 //! person's chats through the index `memberships_user`).
 
-use crate::postgres::{parse_url, PgOptions, PgStore};
+use crate::postgres::{parse_url, ConnectError, Connector, PgOptions, PgStore};
 use crate::sql::{dollar_placeholders, SqlRow, Val};
 use rusqlite::OpenFlags;
 
@@ -114,11 +114,15 @@ pub async fn sqlite_to_postgres(sqlite_path: &str, pg_url: &str) -> Result<Vec<(
             .map_err(|e| MigrateError::Target(e.to_string()))?,
     );
     let (config, tls) = parse_url(pg_url).map_err(MigrateError::Target)?;
-    let wait = PgOptions::default().connect_timeout;
-    let (mut client, connection) = tokio::time::timeout(wait, config.connect(tls))
-        .await
-        .map_err(|_| MigrateError::Target(format!("no connection within {wait:?}")))?
-        .map_err(target)?;
+    let connector = Connector {
+        config,
+        tls,
+        timeout: PgOptions::default().connect_timeout,
+    };
+    let (mut client, connection) = connector.open().await.map_err(|e| match e {
+        ConnectError::Driver(e) => target(e),
+        timed_out => MigrateError::Target(timed_out.describe()),
+    })?;
     let driver = tokio::spawn(connection);
     let t = client.transaction().await.map_err(target)?;
     let tenants: i64 = t

@@ -513,15 +513,33 @@ fn sub_row(r: &SqlRow) -> TxResult<Subscription> {
     })
 }
 
+/// How many columns a list such as [`CHAT_COLS`] names (counted when
+/// compiling).
+const fn count_cols(list: &str) -> usize {
+    let bytes = list.as_bytes();
+    let (mut n, mut i) = (1, 0);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+/// The columns of `list` (`a, b`) qualified by a table's `alias` (`s.a, s.b`).
+fn qualified(list: &str, alias: &str) -> String {
+    let cols: Vec<String> = list.split(", ").map(|c| format!("{alias}.{c}")).collect();
+    cols.join(", ")
+}
+
+/// The subscription columns of a join that names the table `s`.
+static S_SUB_COLS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| qualified(SUB_COLS, "s"));
+
 /// The subscription columns of a join that names the table `s`, with the
 /// chat's line number just before them (see [`joined_subscriptions`]).
-static LINE_AND_SUB_COLS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let cols: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
-    format!(
-        "CASE WHEN s.id IS NOT NULL THEN ({LINE_OF_CHAT}) END, {}",
-        cols.join(", ")
-    )
-});
+static LINE_AND_SUB_COLS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("CASE WHEN s.id IS NOT NULL THEN ({LINE_OF_CHAT}) END, {}", *S_SUB_COLS));
 
 /// What [`LINE_AND_SUB_COLS`] gave, from column `at` of each row (one row
 /// per subscription; NULLs when there is none): the subscriptions, and the
@@ -713,21 +731,17 @@ impl<C: Conn> Tx for SqlTx<C> {
             )
         });
         static AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let subs: Vec<String> = SUB_COLS.split(", ").map(|c| format!("s.{c}")).collect();
             format!(
                 "SELECT m.*, u.*, nextval('{EVENTS_SEQUENCE}'), {subs} FROM (SELECT 1) one \
                  LEFT JOIN LATERAL ({latest}) m ON true \
                  LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true \
                  LEFT JOIN subscriptions s ON s.tenant_id = ?1 AND s.active = TRUE",
                 latest = *MEMBERSHIP_LATEST,
-                subs = subs.join(", ")
+                subs = *S_SUB_COLS
             )
         });
-        let (chat_n, member_n, user_n) = (
-            CHAT_COLS.split(',').count() + 1,
-            MEMBER_COLS.split(',').count(),
-            USER_COLS.split(',').count(),
-        );
+        const CHAT_N: usize = count_cols(CHAT_COLS) + 1;
+        let (chat_n, member_n, user_n) = (CHAT_N, count_cols(MEMBER_COLS), count_cols(USER_COLS));
         let part = |r: &SqlRow, from: usize, n: usize| SqlRow(r.0.iter().skip(from).take(n).cloned().collect());
         let present = |r: &SqlRow| !matches!(r.0.first(), None | Some(Val::Null));
         no_nul(p![tenant.0, id.0, user.0])?;
@@ -737,13 +751,6 @@ impl<C: Conn> Tx for SqlTx<C> {
         let (Some(c), Some(r)) = (chats.first(), rows.first()) else {
             return Ok(None);
         };
-        // A missing column would read as NULL (`SqlRow::get`): a line-less chat.
-        if c.0.len() != chat_n + 1 {
-            return Err(CoreError::Internal(format!(
-                "the chat's lock gave {} columns",
-                c.0.len()
-            )));
-        }
         let chat = chat_row(c)?;
         let count: i64 = c.get(chat_n - 1)?;
         let m = part(r, 0, member_n);
@@ -1445,18 +1452,17 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         secret_hash: &str,
     ) -> TxResult<Option<(Credential, Tenant)>> {
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let cols: Vec<String> = CRED_COLS.split(", ").map(|c| format!("c.{c}")).collect();
             format!(
                 "SELECT {}, t.id, t.slug, t.name FROM credentials c JOIN tenants t ON t.id = c.tenant_id \
                  WHERE c.kind = ?1 AND c.secret_hash = ?2",
-                cols.join(", ")
+                qualified(CRED_COLS, "c")
             )
         });
-        let n = CRED_COLS.split(", ").count();
+        const N: usize = count_cols(CRED_COLS);
         self.one(&SQL, p![kind.as_str(), secret_hash], |r| {
             Ok((
                 cred_row(r)?,
-                tenant_row(&SqlRow(r.0.get(n..).unwrap_or_default().to_vec()))?,
+                tenant_row(&SqlRow(r.0.get(N..).unwrap_or_default().to_vec()))?,
             ))
         })
     }
@@ -1852,19 +1858,41 @@ mod tests {
     /// A PostgreSQL-shaped connection that records every statement; the
     /// joint `lock_chat_for` statement finds chat 7 with member and user 3,
     /// every other query finds nothing.
-    struct Recorder(Rc<RefCell<Vec<String>>>);
+    /// Records the SQL it is asked, and answers as [`answer`] does. With a
+    /// line number in `.1`, chat 7 is on line 5 (+15550001) and its tenant
+    /// has one Linq subscription listening to that number.
+    struct Recorder(Rc<RefCell<Vec<String>>>, Option<&'static str>);
 
     /// What the database would answer: chat 7 locked, with 4 active members;
-    /// user 3's membership and row with the leave's event (id 42, no line,
-    /// no subscription); an event inserted the ordinary way (id 43).
-    fn answer(sql: &str) -> Vec<SqlRow> {
+    /// user 3's membership and row with the leave's event (id 42; no line
+    /// and no subscription unless `listens_to` says); an event inserted the
+    /// ordinary way (id 43); credential 9 of tenant 1 ("acme") by any hash.
+    fn answer(sql: &str, listens_to: Option<&str>) -> Vec<SqlRow> {
         let t = |s: &str| Val::Text(s.into());
         if sql.starts_with("WITH ev AS") {
             let row = std::iter::once(Val::Int(43)).chain(std::iter::repeat_n(Val::Null, 14));
             return vec![SqlRow(row.collect())];
         }
+        if sql.contains("FROM credentials") {
+            let cred = [
+                Val::Int(9),
+                Val::Int(1),
+                t("vibecode_personal"),
+                Val::Int(3),
+                Val::Null,
+                t("im"),
+                Val::Null,
+                t("key"),
+                Val::Null,
+                Val::Int(0),
+            ];
+            let tenant = [Val::Int(1), t("acme"), t("Acme")];
+            return vec![SqlRow(cred.into_iter().chain(tenant).collect())];
+        }
         if sql.contains("FOR UPDATE") {
-            let line = sql.contains("phone_number").then_some(Val::Null);
+            let on_line = |on: Val, off: Val| if listens_to.is_some() { on } else { off };
+            // lock_chat_for: the line's number
+            let line = sql.contains("phone_number").then(|| on_line(t("+15550001"), Val::Null));
             return vec![SqlRow(
                 vec![
                     Val::Int(1),
@@ -1874,13 +1902,13 @@ mod tests {
                     t("internal"),
                     t("team"),
                     Val::Int(3),
-                    Val::Null,
+                    on_line(Val::Int(5), Val::Null),
                     Val::Null,
                     Val::Int(100),
                     Val::Int(4), // active_count
                 ]
                 .into_iter()
-                .chain(line) // lock_chat_for: the line's number
+                .chain(line)
                 .collect(),
             )];
         }
@@ -1897,7 +1925,25 @@ mod tests {
             Val::Bool(true),
             Val::Null,
         ];
-        let event = std::iter::once(Val::Int(42)).chain(std::iter::repeat_n(Val::Null, 13));
+        let subscription: Vec<Val> = match listens_to {
+            None => std::iter::repeat_n(Val::Null, count_cols(SUB_COLS)).collect(),
+            Some(number) => vec![
+                t("sub"),
+                Val::Int(1),
+                t("linq"),
+                t("http://127.0.0.1:9/"),
+                t("[]"),
+                t(""),
+                t(number),
+                Val::Null,
+                t("secret"),
+                t("{}"),
+                Val::Bool(true),
+                Val::Int(0),
+                Val::Int(0),
+            ],
+        };
+        let event = std::iter::once(Val::Int(42)).chain(subscription);
         vec![SqlRow(member.into_iter().chain(user).chain(event).collect())]
     }
 
@@ -1910,73 +1956,16 @@ mod tests {
         }
         fn query(&mut self, sql: &str, _: &[Val]) -> TxResult<Vec<SqlRow>> {
             self.0.borrow_mut().push(sql.into());
-            Ok(answer(sql))
+            Ok(answer(sql, self.1))
         }
         /// Recorded as one entry: one flight.
         fn query_two(&mut self, first: (&str, &[Val]), second: (&str, &[Val])) -> TxResult<(Vec<SqlRow>, Vec<SqlRow>)> {
             self.0.borrow_mut().push(format!("{} ; {}", first.0, second.0));
-            Ok((answer(first.0), answer(second.0)))
+            Ok((answer(first.0, self.1), answer(second.0, self.1)))
         }
         fn exec(&mut self, sql: &str, _: &[Val]) -> TxResult<u64> {
             self.0.borrow_mut().push(sql.into());
             Ok(1)
-        }
-    }
-
-    /// [`Recorder`] for a chat on line +15550001 (id 5), in a tenant with
-    /// one Linq subscription that listens to the line in `.1`.
-    struct OnALine(Recorder, &'static str);
-
-    impl OnALine {
-        fn patch(&self, sql: &str, mut rows: Vec<SqlRow>) -> Vec<SqlRow> {
-            let t = |s: &str| Val::Text(s.into());
-            for r in &mut rows {
-                if sql.contains("FOR UPDATE") {
-                    r.0[7] = Val::Int(5);
-                    if sql.contains("phone_number") {
-                        *r.0.last_mut().expect("the line's column") = t("+15550001");
-                    }
-                } else if sql.contains("LEFT JOIN LATERAL") {
-                    let at = r.0.len() - SUB_COLS.split(", ").count();
-                    let sub = [
-                        t("sub"),
-                        Val::Int(1),
-                        t("linq"),
-                        t("http://127.0.0.1:9/"),
-                        t("[]"),
-                        t(""),
-                        t(self.1),
-                        Val::Null,
-                        t("secret"),
-                        t("{}"),
-                        Val::Bool(true),
-                        Val::Int(0),
-                        Val::Int(0),
-                    ];
-                    r.0.splice(at.., sub);
-                }
-            }
-            rows
-        }
-    }
-
-    impl Conn for OnALine {
-        fn dialect(&self) -> Dialect {
-            Dialect::Postgres
-        }
-        fn row_locks(&self) -> bool {
-            true
-        }
-        fn query(&mut self, sql: &str, p: &[Val]) -> TxResult<Vec<SqlRow>> {
-            let rows = self.0.query(sql, p)?;
-            Ok(self.patch(sql, rows))
-        }
-        fn query_two(&mut self, first: (&str, &[Val]), second: (&str, &[Val])) -> TxResult<(Vec<SqlRow>, Vec<SqlRow>)> {
-            let (a, b) = self.0.query_two(first, second)?;
-            Ok((self.patch(first.0, a), self.patch(second.0, b)))
-        }
-        fn exec(&mut self, sql: &str, p: &[Val]) -> TxResult<u64> {
-            self.0.exec(sql, p)
         }
     }
 
@@ -1987,7 +1976,7 @@ mod tests {
     fn lock_chat_for_brings_the_line_that_subscriptions_listen_to() {
         for (listens_to, queued) in [("+15550001", 1), ("+15550002", 0)] {
             let seen = Rc::new(RefCell::new(Vec::new()));
-            let mut tx = SqlTx::new(OnALine(Recorder(seen.clone()), listens_to), 0);
+            let mut tx = SqlTx::new(Recorder(seen.clone(), Some(listens_to)), 0);
             let (t, c, u) = (TenantId(1), ChatId(7), UserId(3));
             let chat = tx.lock_chat_for(t, c, u).unwrap().expect("the chat");
             assert_eq!(chat.line_id, Some(LineId(5)));
@@ -1999,6 +1988,22 @@ mod tests {
         }
     }
 
+    /// An authentication's credential and tenant come in one statement.
+    #[test]
+    fn a_credential_and_its_tenant_are_one_statement() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let mut tx = SqlTx::new(Recorder(seen.clone(), None), 0);
+        let (cred, tenant) = tx
+            .credential_and_tenant_by_hash(CredentialKind::VibecodePersonal, "h")
+            .unwrap()
+            .expect("found");
+        assert_eq!(
+            (cred.id, cred.user_id, tenant.slug.as_str()),
+            (9, Some(UserId(3)), "acme")
+        );
+        assert_eq!(seen.borrow().len(), 1, "{:?}", seen.borrow());
+    }
+
     /// On PostgreSQL `lock_chat_for` brings the leaver's membership, user
     /// row and the chat's count in its one flight: the lookups that follow
     /// cost no statement, each is served once, and a write forgets what was
@@ -2006,7 +2011,7 @@ mod tests {
     #[test]
     fn lock_chat_for_saves_the_lookups_that_follow_it() {
         let seen = Rc::new(RefCell::new(Vec::new()));
-        let mut tx = SqlTx::new(Recorder(seen.clone()), 0);
+        let mut tx = SqlTx::new(Recorder(seen.clone(), None), 0);
         let (t, c, u) = (TenantId(1), ChatId(7), UserId(3));
         let statements = |seen: &Rc<RefCell<Vec<String>>>| seen.borrow().len();
 
@@ -2050,7 +2055,7 @@ mod tests {
     #[test]
     fn lock_chat_for_brings_what_the_leave_event_needs() {
         let seen = Rc::new(RefCell::new(Vec::new()));
-        let mut tx = SqlTx::new(Recorder(seen.clone()), 0);
+        let mut tx = SqlTx::new(Recorder(seen.clone(), None), 0);
         let (t, c, u) = (TenantId(1), ChatId(7), UserId(3));
         tx.lock_chat_for(t, c, u).unwrap();
         let event = tx.append_event(left(t, c, u)).unwrap();

@@ -94,10 +94,6 @@ pub static WEBHOOK_DEAD: Histogram<12> = Histogram::new(SECONDS);
 
 /// Every series above, with HELP and TYPE lines.
 pub fn render(out: &mut String) {
-    let head = |out: &mut String, name: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-    };
     let txn = "confab_store_transaction_seconds";
     head(
         out,
@@ -106,16 +102,18 @@ pub fn render(out: &mut String) {
     );
     READ_TXN.render(out, txn, "mode=\"read\"");
     WRITE_TXN.render(out, txn, "mode=\"write\"");
-    let batch = "confab_store_group_commit_commands";
-    head(out, batch, "Commands per SQLite group commit.");
-    GROUP_COMMIT.render(out, batch, "");
-    let sync = "confab_store_wal_sync_seconds";
-    head(
+    single(
         out,
-        sync,
+        &GROUP_COMMIT,
+        "confab_store_group_commit_commands",
+        "Commands per SQLite group commit.",
+    );
+    single(
+        out,
+        &WAL_SYNC,
+        "confab_store_wal_sync_seconds",
         "SQLite: fsyncs of the WAL, each answering the group commits before it.",
     );
-    WAL_SYNC.render(out, sync, "");
     let ckpt = "confab_store_checkpoint_seconds";
     head(
         out,
@@ -124,25 +122,35 @@ pub fn render(out: &mut String) {
     );
     CHECKPOINT_BACKGROUND.render(out, ckpt, "by=\"checkpointer\"");
     CHECKPOINT_WRITER.render(out, ckpt, "by=\"writer\"");
-    let trips = "confab_store_pg_round_trips";
-    head(
+    single(
         out,
-        trips,
+        &PG_ROUND_TRIPS,
+        "confab_store_pg_round_trips",
         "PostgreSQL: round trips per write transaction (statements sent together count once; a statement's first preparation on a connection is not counted).",
     );
-    PG_ROUND_TRIPS.render(out, trips, "");
-    let wait = "confab_store_pg_pool_wait_seconds";
-    head(
+    single(
         out,
-        wait,
+        &PG_POOL_WAIT,
+        "confab_store_pg_pool_wait_seconds",
         "PostgreSQL: time a job waited for a free connection (until a connection's thread took it, or it was given up).",
     );
-    PG_POOL_WAIT.render(out, wait, "");
     let hook = "confab_webhook_attempt_seconds";
     head(out, hook, "Webhook delivery attempts by outcome, request to answer.");
     WEBHOOK_DELIVERED.render(out, hook, "outcome=\"delivered\"");
     WEBHOOK_RETRY.render(out, hook, "outcome=\"retry\"");
     WEBHOOK_DEAD.render(out, hook, "outcome=\"dead\"");
+}
+
+/// The HELP and TYPE lines of a histogram metric.
+fn head(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+}
+
+/// A histogram that is its metric's only series, with its HELP and TYPE.
+fn single<const N: usize>(out: &mut String, h: &Histogram<N>, name: &str, help: &str) {
+    head(out, name, help);
+    h.render(out, name, "");
 }
 
 #[cfg(test)]

@@ -89,12 +89,26 @@ impl ConnectError {
 }
 
 impl Connector {
-    /// A connection whose socket is driven by the current runtime.
-    pub(crate) async fn connect(&self) -> Result<Client, ConnectError> {
-        let (client, connection) = tokio::time::timeout(self.timeout, self.config.connect(self.tls.clone()))
+    /// A connection, opened within the timeout, and the future that drives
+    /// its socket (which the caller spawns).
+    pub(crate) async fn open(
+        &self,
+    ) -> Result<
+        (
+            Client,
+            impl std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+        ),
+        ConnectError,
+    > {
+        tokio::time::timeout(self.timeout, self.config.connect(self.tls.clone()))
             .await
             .map_err(|_| ConnectError::TimedOut(self.timeout))?
-            .map_err(ConnectError::Driver)?;
+            .map_err(ConnectError::Driver)
+    }
+
+    /// A connection whose socket is driven by the current runtime.
+    pub(crate) async fn connect(&self) -> Result<Client, ConnectError> {
+        let (client, connection) = self.open().await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "PostgreSQL connection ended");

@@ -1,6 +1,6 @@
 //! PostgreSQL store: a pool of tokio-postgres connections, each on a
-//! thread of its own ([`lanes`]), one transaction per job. Several confab nodes may share the database:
-//! commands on a chat serialize on its row lock (`SELECT … FOR UPDATE` in
+//! thread of its own ([`lanes`]), one transaction per job. Several confab
+//! nodes may share the database: commands on a chat serialize on its row lock (`SELECT … FOR UPDATE` in
 //! `lock_chat`), workers claim outbox rows and operations with
 //! `FOR UPDATE SKIP LOCKED`, per-tenant ids are allocated under a
 //! transaction advisory lock, and migrations run under a session advisory
@@ -19,7 +19,8 @@ use crate::{AnyBox, Job, Mode, Store};
 use async_trait::async_trait;
 use confab_core::tx::TxResult;
 use confab_core::CoreError;
-use lanes::{Connector, Lanes, Session};
+pub(crate) use lanes::{ConnectError, Connector};
+use lanes::{Lanes, Session};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

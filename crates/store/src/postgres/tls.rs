@@ -68,12 +68,10 @@ pub fn parse(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
     };
     let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| e.to_string())?;
     // With `hostaddr` the driver connects over TCP whatever the host says.
-    let only_sockets = !config.get_hosts().is_empty()
+    let hosts = config.get_hosts();
+    let only_sockets = !hosts.is_empty()
         && config.get_hostaddrs().is_empty()
-        && config
-            .get_hosts()
-            .iter()
-            .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+        && hosts.iter().all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
     config.ssl_mode(match mode {
         _ if only_sockets => SslMode::Disable,
         TlsMode::Disable => SslMode::Disable,
