@@ -10,6 +10,7 @@
 mod checkpoint;
 mod conn;
 mod durable;
+mod pcache;
 
 use crate::{AnyBox, Job, Mode, Store};
 use async_trait::async_trait;
@@ -228,6 +229,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies the
     /// migrations. Refuses a database from a newer schema.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        // Before SQLite initialises, at the first connection of the process.
+        pcache::install();
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
