@@ -3,7 +3,8 @@
 //! `confab-bench load`: provisions a world through the admin API (one
 //! tenant, C group chats of M members, a Vibecode key per member), then, at
 //! a chosen concurrency, measures `GET /healthz` (the ceiling of this
-//! machine right now) and a bounded number of Vibecode leaves; reports
+//! machine right now) and a bounded number of leaves, adds, message sends
+//! or a mix of them (`--op`, see `plan`); reports
 //! throughput, p50/p99/p99.9, errors, the ratio to the `/healthz` ceiling and
 //! the server's peak RSS (`--pid`). Prints a table and writes JSON.
 //!
@@ -15,6 +16,7 @@ mod cpu;
 mod crash;
 mod hold;
 mod imessage;
+mod plan;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -31,7 +33,7 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug)]
-enum Workload {
+pub(crate) enum Workload {
     /// Leaves spread over many chats (realistic traffic).
     Scattered,
     /// Leaves within a few large groups.
@@ -59,6 +61,14 @@ enum Cmd {
         /// chert (HMAC-signed) or linq (accept, then the webhook).
         #[arg(long, value_enum, default_value = "vibecode")]
         face: Face,
+        /// Vibecode and Bitrix: what each request does: leave
+        /// (`POST /v1/chats/:id/leave`, `im.chat.leave`), add (the owner
+        /// adds a user who is in no chat: `POST /v1/chats/:id/members`,
+        /// `im.chat.user.add`), send (a member posts a message:
+        /// `POST /v1/chats/:id/messages`, `im.message.add`) or mixed (of
+        /// every ten requests, eight sends, one add and one leave).
+        #[arg(long, value_enum, default_value = "leave")]
+        op: plan::Op,
         /// Chats (scattered default 10000; concentrated default 4).
         #[arg(long)]
         chats: Option<usize>,
@@ -67,7 +77,7 @@ enum Cmd {
         members: Option<usize>,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
-        /// Leaves to perform (bounded; also the number of /healthz calls).
+        /// Requests to make (bounded; also the number of /healthz calls).
         #[arg(long, default_value_t = 20000)]
         requests: usize,
         /// Linq only: send at this many leaves per second (0 = as fast as possible).
@@ -92,9 +102,14 @@ enum Cmd {
         /// provisioned before with the same `--workload`, `--chats` and
         /// `--members` and no leaves yet (a copy of its database, so that
         /// a large world is provisioned once). `--requests 0` provisions
-        /// and exits.
+        /// and exits. Adds need `--outsiders` users in no chat.
         #[arg(long, requires = "tenant")]
         reuse: bool,
+        /// Vibecode and Bitrix: users in no chat, for adds to bring in
+        /// (default: as many as this run's adds need; with `--reuse`, the
+        /// world must have been provisioned with at least that many).
+        #[arg(long)]
+        outsiders: Option<usize>,
         /// Chert: subscribe a receiver in this process to
         /// `participant.removed` (through Linq's API) before the leaves, so
         /// that each leave also writes an outbox row, as the raw storage
@@ -256,8 +271,9 @@ async fn provision(
     slug: &str,
     chats: usize,
     members: usize,
+    outsiders: usize,
 ) -> anyhow::Result<()> {
-    let users: Vec<Value> = (1..=members)
+    let users: Vec<Value> = (1..=members + outsiders)
         .map(|u| json!({"id": u, "name": format!("u{u}")}))
         .collect();
     let creds: Vec<Value> = (1..=members)
@@ -310,6 +326,7 @@ async fn load(
     token: String,
     workload: Workload,
     face: Face,
+    op: plan::Op,
     chats: Option<usize>,
     members: Option<usize>,
     concurrency: usize,
@@ -318,42 +335,34 @@ async fn load(
     out: Option<std::path::PathBuf>,
     tenant: Option<String>,
     reuse: bool,
+    outsiders: Option<usize>,
     cpu_of: Option<String>,
 ) -> anyhow::Result<()> {
     let (chats, members) = match workload {
         Workload::Scattered => (chats.unwrap_or(10_000), members.unwrap_or(20)),
         Workload::Concentrated => (chats.unwrap_or(4), members.unwrap_or(2000)),
     };
-    let capacity = chats * (members - 1);
-    if requests > capacity {
-        bail!(
-            "{requests} leaves need more memberships than {chats} chats x {} leavers = {capacity}",
-            members - 1
-        );
+    let (reqs, needed) = plan::plan(op, workload, chats, members, requests)?;
+    let outsiders = outsiders.unwrap_or(needed);
+    if outsiders < needed {
+        bail!("{requests} requests add {needed} users per chat, more than --outsiders {outsiders}");
     }
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
     let slug = tenant.unwrap_or_else(|| format!("bench{}", rand::random::<u32>()));
     let t = Instant::now();
     if !reuse {
-        provision(&client, &base, &token, &slug, chats, members)
+        provision(&client, &base, &token, &slug, chats, members, outsiders)
             .await
             .context("provisioning")?;
     }
     let provision_s = t.elapsed().as_secs_f64();
     if requests == 0 {
-        println!("provisioned tenant {slug}: {chats} chats x {members} members in {provision_s:.1} s");
+        println!("provisioned tenant {slug}: {chats} chats x {members} members and {outsiders} users in no chat in {provision_s:.1} s");
         return Ok(());
     }
     // On stderr at once, so a profiler can start measuring here.
     eprintln!("ready: provisioned in {provision_s:.1} s; measuring");
-    let pairs: Vec<(usize, usize)> = match workload {
-        Workload::Scattered => scattered_pairs(chats, members, requests),
-        // Members first: consecutive leaves in the same chat.
-        Workload::Concentrated => (0..requests)
-            .map(|a| (a / (members - 1) % chats + 1, a % (members - 1) + 2))
-            .collect(),
-    };
-    let pairs = Arc::new(pairs);
+    let reqs = Arc::new(reqs);
     let clock = cpu::CpuClock {
         server: pid,
         others: cpu_of,
@@ -367,33 +376,52 @@ async fn load(
     let between = clock.sample();
     let (health_cpu, health_cpu_text) = clock.per_request(before, between, requests);
     let (c2, b2, s2) = (client.clone(), base.clone(), slug.clone());
-    let name = if face == Face::Bitrix {
-        "bitrix im.chat.leave"
-    } else {
-        "vibecode leave"
+    let name = match (face, op) {
+        (Face::Bitrix, plan::Op::Leave) => "bitrix im.chat.leave".to_string(),
+        (Face::Bitrix, plan::Op::Add) => "bitrix im.chat.user.add".to_string(),
+        (Face::Bitrix, plan::Op::Send) => "bitrix im.message.add".to_string(),
+        (face, op) => format!("{face:?} {op:?}").to_lowercase(),
     };
-    let mut leaves = drive(name, concurrency, requests, move |i| {
-        let (chat, user) = pairs[i];
-        if face == Face::Bitrix {
-            c2.post(format!("{b2}/rest/{user}/hook{s2}{user}/im.chat.leave.json"))
-                .json(&json!({"CHAT_ID": chat}))
-        } else {
-            c2.post(format!("{b2}/v1/chats/{chat}/leave"))
+    let bitrix = face == Face::Bitrix;
+    let mut measured = drive(&name, concurrency, requests, move |i| {
+        let vibecode = |path: String, user: usize| {
+            c2.post(format!("{b2}/v1/chats/{path}"))
                 .header("x-api-key", format!("vibe_api_{s2}_{user}"))
+        };
+        let bitrix_call = |method: &str, user: usize, body: Value| {
+            c2.post(format!("{b2}/rest/{user}/hook{s2}{user}/{method}.json"))
+                .json(&body)
+        };
+        match reqs[i] {
+            plan::Req::Leave { chat, user } if bitrix => bitrix_call("im.chat.leave", user, json!({"CHAT_ID": chat})),
+            plan::Req::Leave { chat, user } => vibecode(format!("{chat}/leave"), user),
+            // The owner (user 1) adds.
+            plan::Req::Add { chat, user } if bitrix => {
+                bitrix_call("im.chat.user.add", 1, json!({"CHAT_ID": chat, "USERS": [user]}))
+            }
+            plan::Req::Add { chat, user } => vibecode(format!("{chat}/members"), 1).json(&json!({"userIds": [user]})),
+            plan::Req::Send { chat, user } if bitrix => bitrix_call(
+                "im.message.add",
+                user,
+                json!({"DIALOG_ID": format!("chat{chat}"), "MESSAGE": format!("load {i}")}),
+            ),
+            plan::Req::Send { chat, user } => {
+                vibecode(format!("{chat}/messages"), user).json(&json!({"message": format!("load {i}")}))
+            }
         }
     })
     .await;
     let (leaves_cpu, leaves_cpu_text) = clock.per_request(between, clock.sample(), requests);
     health.cpu = Some(health_cpu);
-    leaves.cpu = Some(leaves_cpu);
+    measured.cpu = Some(leaves_cpu);
     let ceiling = health.throughput();
     let rss = peak_rss_mb(pid);
-    println!("workload {workload:?}: {chats} chats x {members} members, concurrency {concurrency}, provisioned in {provision_s:.1} s");
+    println!("workload {workload:?}, {op:?}: {chats} chats x {members} members, concurrency {concurrency}, provisioned in {provision_s:.1} s");
     println!(
         "{:<16} {:>9} {:>7} {:>11} {:>7} {:>8} {:>8} {:>9}",
         "phase", "ok", "errors", "per second", "ratio", "p50 ms", "p99 ms", "p99.9 ms"
     );
-    for p in [&health, &leaves] {
+    for p in [&health, &measured] {
         let l = &p.latencies_ms;
         println!(
             "{:<16} {:>9} {:>7} {:>11.0} {:>7.3} {:>8.2} {:>8.2} {:>9.2}",
@@ -412,8 +440,8 @@ async fn load(
     }
     println!("CPU per request, µs (from /proc): healthz: {health_cpu_text}; {name}: {leaves_cpu_text}");
     let report = json!({
-        "workload": format!("{workload:?}").to_lowercase(), "chats": chats, "members": members, "concurrency": concurrency,
-        "provision_seconds": provision_s, "phases": [health.json(ceiling), leaves.json(ceiling)], "server_peak_rss_mb": rss,
+        "workload": format!("{workload:?}").to_lowercase(), "op": format!("{op:?}").to_lowercase(), "chats": chats, "members": members, "concurrency": concurrency,
+        "provision_seconds": provision_s, "phases": [health.json(ceiling), measured.json(ceiling)], "server_peak_rss_mb": rss,
     });
     if let Some(path) = out {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
@@ -426,13 +454,19 @@ async fn load(
 /// any, so neighbouring leaves land in unrelated chats and pages, as real
 /// traffic over many chats does. The storage baseline uses the same order.
 pub(crate) fn scattered_pairs(chats: usize, members: usize, n: usize) -> Vec<(usize, usize)> {
+    let order = shuffled_chats(chats);
+    (0..n.min(chats * (members - 1)))
+        .map(|a| (order[a % chats], a / chats + 2))
+        .collect()
+}
+
+/// Chats 1..=`chats` in a shuffled order, the same on every run.
+pub(crate) fn shuffled_chats(chats: usize) -> Vec<usize> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     let mut order: Vec<usize> = (1..=chats).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(0x636f_6e66_6162));
-    (0..n.min(chats * (members - 1)))
-        .map(|a| (order[a % chats], a / chats + 2))
-        .collect()
+    order
 }
 
 /// The raw storage baseline: leave-shaped SQL straight on SQLite.
@@ -502,6 +536,7 @@ fn main() -> anyhow::Result<()> {
             admin_token,
             workload,
             face,
+            op,
             chats,
             members,
             concurrency,
@@ -512,6 +547,7 @@ fn main() -> anyhow::Result<()> {
             cpu_of,
             tenant,
             reuse,
+            outsiders,
             webhook,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -527,6 +563,7 @@ fn main() -> anyhow::Result<()> {
                     admin_token,
                     workload,
                     face,
+                    op,
                     chats,
                     members,
                     concurrency,
@@ -535,14 +572,18 @@ fn main() -> anyhow::Result<()> {
                     json,
                     tenant,
                     reuse,
+                    outsiders,
                     cpu_of,
                 ))?;
             } else {
                 if cpu_of.is_some() {
                     bail!("--cpu-of is for the vibecode and bitrix faces");
                 }
-                if tenant.is_some() {
-                    bail!("--tenant and --reuse are for the vibecode and bitrix faces");
+                if tenant.is_some() || outsiders.is_some() {
+                    bail!("--tenant, --reuse and --outsiders are for the vibecode and bitrix faces");
+                }
+                if op != plan::Op::Leave {
+                    bail!("--op is for the vibecode and bitrix faces (chert and linq measure leaves)");
                 }
                 if webhook && face != Face::Chert {
                     bail!("--webhook is for the chert face (linq's leaves always have a webhook)");
