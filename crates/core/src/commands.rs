@@ -238,8 +238,6 @@ pub struct RemoveOutcome {
     pub chat: Chat,
     pub user: User,
     pub event: Event,
-    /// Active members after the removal.
-    pub members: Vec<Membership>,
 }
 
 /// Loads what a removal needs and asks its policy; writes nothing.
@@ -309,12 +307,11 @@ pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError>
     let now = tx.now();
     tx.close_membership(chat.tenant_id, chat.id, target.id, now)?;
     let event = event(tx, &chat, EventKind::Removed, cmd.actor, Some(target.id), &cmd.trace_id)?;
-    let members = tx.active_members(chat.tenant_id, chat.id)?;
+    // No roster in the outcome, as with `add`.
     Ok(RemoveOutcome {
         chat,
         user: target,
         event,
-        members,
     })
 }
 
@@ -335,7 +332,6 @@ pub struct AddOutcome {
     /// False when the user was already an active member (no-op).
     pub added: bool,
     pub event: Option<Event>,
-    pub members: Vec<Membership>,
 }
 
 /// The chat-level rules of an add, checked without applying it (and
@@ -399,13 +395,14 @@ pub fn add(tx: &mut dyn Tx, cmd: &Add) -> Result<AddOutcome, CoreError> {
             &cmd.trace_id,
         )?);
     }
-    let members = tx.active_members(chat.tenant_id, chat.id)?;
+    // No roster in the outcome: only the admin API answers with one (and
+    // reads it itself), and reading every active member made each add cost
+    // in proportion to the chat's size (BENCHMARKS.md, session 13).
     Ok(AddOutcome {
         chat,
         user: target,
         added,
         event: ev,
-        members,
     })
 }
 

@@ -692,6 +692,24 @@ fn face_webhook(t: TenantId, id: &str, face: &str, lines: Vec<String>) -> Subscr
     }
 }
 
+/// A PostgreSQL store on a new database, with [`six_person_group`].
+async fn pg_six_person_group() -> (Arc<confab_store::PgStore>, TenantId, ChatId) {
+    let store = confab_store::testing::open_pg(
+        &confab_store::testing::create_database().await,
+        &confab_store::PgOptions::default(),
+    )
+    .await;
+    let (t, c) = six_person_group(store.as_ref()).await;
+    (store, t, c)
+}
+
+/// The round trips `work` makes on `store`.
+async fn round_trips_of(store: Arc<confab_store::PgStore>, work: impl std::future::Future<Output = ()>) -> u64 {
+    let before = store.round_trips();
+    work.await;
+    store.round_trips() - before
+}
+
 /// On PostgreSQL a user's leave is two round trips: `BEGIN` with the
 /// chat's lock, the leaver's rows, the event's id and the tenant's
 /// subscriptions; then the closed membership, the event and its outbox rows
@@ -699,19 +717,12 @@ fn face_webhook(t: TenantId, id: &str, face: &str, lines: Vec<String>) -> Subscr
 /// outbox rows are there afterwards.
 #[tokio::test]
 async fn pg_only_a_leave_is_two_round_trips_with_or_without_a_webhook() {
-    let store = confab_store::testing::open_pg(
-        &confab_store::testing::create_database().await,
-        &confab_store::PgOptions::default(),
-    )
-    .await;
-    let (t, c) = six_person_group(store.as_ref()).await;
+    let (store, t, c) = pg_six_person_group().await;
     let leave = |user: i64| {
         let store = store.clone();
-        async move {
-            let before = store.round_trips();
-            user_leaves(store.as_ref(), t, c, UserId(user)).await.unwrap();
-            store.round_trips() - before
-        }
+        round_trips_of(store.clone(), async move {
+            user_leaves(store.as_ref(), t, c, UserId(user)).await.unwrap()
+        })
     };
     leave(2).await; // prepares the statements on the connection
     assert_eq!(leave(3).await, 2);
@@ -727,6 +738,62 @@ async fn pg_only_a_leave_is_two_round_trips_with_or_without_a_webhook() {
         .await
         .unwrap();
     assert_eq!(queued, 2, "one outbox row per leave since the subscription");
+}
+
+/// An add and a removal cost the same statements whatever the chat's size:
+/// neither reads the chat's whole roster (they once did, for an answer
+/// only the admin API gives, and an add to a group of 2,000 ran 29 times
+/// slower than one to a group of 20; BENCHMARKS.md, session 13). Counted
+/// in round trips on PostgreSQL, where every statement here is one.
+/// Round trips of an add and of a removal by the owner, on PostgreSQL.
+/// Reading the roster again would be one more.
+const ADD_ROUND_TRIPS: u64 = 9;
+const REMOVE_ROUND_TRIPS: u64 = 7;
+
+#[tokio::test]
+async fn pg_only_an_add_or_a_removal_reads_no_roster() {
+    let (store, t, c) = pg_six_person_group().await;
+    store
+        .write(move |tx| {
+            for i in 7..=10 {
+                tx.insert_user(testing::person(t, i))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let add = |user: i64| {
+        let store = store.clone();
+        let cmd = Add {
+            tenant: t,
+            chat: c,
+            actor: Some(UserId(1)),
+            member: MemberRef::Id(UserId(user)),
+            trace_id: None,
+        };
+        round_trips_of(store.clone(), async move {
+            let out = store.write(move |tx| commands::add(tx.as_tx(), &cmd)).await.unwrap();
+            assert!(out.added);
+        })
+    };
+    let remove = |user: i64| {
+        let store = store.clone();
+        let cmd = Remove {
+            tenant: t,
+            chat: ChatSelector::Id(c),
+            actor: Some(UserId(1)),
+            member: MemberRef::Id(UserId(user)),
+            policy: RemovePolicy::Bitrix,
+            trace_id: None,
+        };
+        round_trips_of(store.clone(), async move {
+            store.write(move |tx| commands::remove(tx.as_tx(), &cmd)).await.unwrap();
+        })
+    };
+    add(7).await; // prepares the statements on the connection
+    remove(2).await;
+    assert_eq!(add(8).await, ADD_ROUND_TRIPS, "an add's round trips");
+    assert_eq!(remove(3).await, REMOVE_ROUND_TRIPS, "a removal's round trips");
 }
 
 /// Twenty leaves of one user from one chat at once: exactly one applies,

@@ -425,7 +425,8 @@ async fn add_member(
                 trace_id: None,
             },
         )?;
-        Ok(json!({"added": out.added, "user": out.user, "members": out.members}))
+        let members = tx.active_members(t.id, out.chat.id)?;
+        Ok(json!({"added": out.added, "user": out.user, "members": members}))
     })
     .await?;
     ok(v)
@@ -451,7 +452,8 @@ async fn remove_member(
                 trace_id: None,
             },
         )?;
-        Ok(json!({"removed": out.user, "members": out.members}))
+        let members = tx.active_members(t.id, out.chat.id)?;
+        Ok(json!({"removed": out.user, "members": members}))
     })
     .await?;
     ok(v)

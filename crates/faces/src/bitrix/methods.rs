@@ -765,7 +765,7 @@ async fn crm_chat_get(st: &AppState, ctx: Ctx, p: Params) -> R {
     let chats = read(st, Method::CrmChatGet, move |tx| {
         let mut out = Vec::new();
         for id in tx.crm_chats(t, entity)? {
-            if !active_only || !tx.active_members(t, id)?.is_empty() {
+            if !active_only || tx.active_count(t, id)? > 0 {
                 out.push(id);
             }
         }
