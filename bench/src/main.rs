@@ -62,7 +62,9 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "vibecode")]
         face: Face,
         /// Vibecode and Bitrix: what each request does: leave
-        /// (`POST /v1/chats/:id/leave`, `im.chat.leave`), add (the owner
+        /// (`POST /v1/chats/:id/leave`, `im.chat.leave`), remove (the owner
+        /// removes a member: `DELETE /v1/chats/:id/members/:user`,
+        /// `im.chat.user.delete`), add (the owner
         /// adds a user who is in no chat: `POST /v1/chats/:id/members`,
         /// `im.chat.user.add`), send (a member posts a message:
         /// `POST /v1/chats/:id/messages`, `im.message.add`) or mixed (of
@@ -378,16 +380,18 @@ async fn load(
     let (c2, b2, s2) = (client.clone(), base.clone(), slug.clone());
     let name = match (face, op) {
         (Face::Bitrix, plan::Op::Leave) => "bitrix im.chat.leave".to_string(),
+        (Face::Bitrix, plan::Op::Remove) => "bitrix im.chat.user.delete".to_string(),
         (Face::Bitrix, plan::Op::Add) => "bitrix im.chat.user.add".to_string(),
         (Face::Bitrix, plan::Op::Send) => "bitrix im.message.add".to_string(),
         (face, op) => format!("{face:?} {op:?}").to_lowercase(),
     };
     let bitrix = face == Face::Bitrix;
     let mut measured = drive(&name, concurrency, requests, move |i| {
-        let vibecode = |path: String, user: usize| {
-            c2.post(format!("{b2}/v1/chats/{path}"))
+        let vibecode_as = |method: reqwest::Method, path: String, user: usize| {
+            c2.request(method, format!("{b2}/v1/chats/{path}"))
                 .header("x-api-key", format!("vibe_api_{s2}_{user}"))
         };
+        let vibecode = |path: String, user: usize| vibecode_as(reqwest::Method::POST, path, user);
         let bitrix_call = |method: &str, user: usize, body: Value| {
             c2.post(format!("{b2}/rest/{user}/hook{s2}{user}/{method}.json"))
                 .json(&body)
@@ -395,6 +399,13 @@ async fn load(
         match reqs[i] {
             plan::Req::Leave { chat, user } if bitrix => bitrix_call("im.chat.leave", user, json!({"CHAT_ID": chat})),
             plan::Req::Leave { chat, user } => vibecode(format!("{chat}/leave"), user),
+            // The owner (user 1) removes.
+            plan::Req::Remove { chat, user } if bitrix => {
+                bitrix_call("im.chat.user.delete", 1, json!({"CHAT_ID": chat, "USER_ID": user}))
+            }
+            plan::Req::Remove { chat, user } => {
+                vibecode_as(reqwest::Method::DELETE, format!("{chat}/members/{user}"), 1)
+            }
             // The owner (user 1) adds.
             plan::Req::Add { chat, user } if bitrix => {
                 bitrix_call("im.chat.user.add", 1, json!({"CHAT_ID": chat, "USERS": [user]}))

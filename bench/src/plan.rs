@@ -15,6 +15,8 @@ use clap::ValueEnum;
 pub(crate) enum Op {
     /// A member leaves the chat.
     Leave,
+    /// The owner removes a member from the chat.
+    Remove,
     /// The owner adds an outsider to the chat.
     Add,
     /// A member sends a message to the chat.
@@ -26,6 +28,7 @@ pub(crate) enum Op {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Req {
     Leave { chat: usize, user: usize },
+    Remove { chat: usize, user: usize },
     Add { chat: usize, user: usize },
     Send { chat: usize, user: usize },
 }
@@ -42,7 +45,7 @@ pub(crate) fn plan(
         anyhow::bail!("a world needs at least one chat of two members");
     }
     let (leaves, adds) = match op {
-        Op::Leave => (n, 0),
+        Op::Leave | Op::Remove => (n, 0),
         Op::Add => (0, n),
         Op::Send => (0, 0),
         // Request i is a leave when i % 10 is 0, an add when it is 1.
@@ -82,6 +85,10 @@ pub(crate) fn plan(
         Op::Leave => leave_pairs
             .into_iter()
             .map(|(chat, user)| Req::Leave { chat, user })
+            .collect(),
+        Op::Remove => leave_pairs
+            .into_iter()
+            .map(|(chat, user)| Req::Remove { chat, user })
             .collect(),
         Op::Add => add_pairs
             .into_iter()
@@ -133,7 +140,7 @@ mod tests {
         let mut added = HashSet::new();
         for r in &reqs {
             match *r {
-                Req::Leave { chat, user } => {
+                Req::Leave { chat, user } | Req::Remove { chat, user } => {
                     assert!((1..=chats).contains(&chat));
                     assert!((2..=members).contains(&user), "the owner or a non-member leaves: {r:?}");
                     assert!(left.insert((chat, user)), "a membership closed twice: {r:?}");
@@ -159,7 +166,7 @@ mod tests {
     #[test]
     fn every_plan_keeps_out_of_its_own_way() {
         for workload in [Workload::Scattered, Workload::Concentrated] {
-            for op in [Op::Leave, Op::Add, Op::Send, Op::Mixed] {
+            for op in [Op::Leave, Op::Remove, Op::Add, Op::Send, Op::Mixed] {
                 check(op, workload, 100, 20, 1_900);
                 check(op, workload, 4, 2_000, 7_000);
                 check(op, workload, 3, 2, 3);
