@@ -71,6 +71,7 @@ async fn snapshot(store: &Arc<dyn Store>) -> Value {
                     t.slug.clone(),
                     json!({
                         "tenant": t,
+                        "chats": chats,
                         "users": tx.users(t.id)?,
                         "apps": tx.apps(t.id)?,
                         "lines": tx.lines(t.id)?,
@@ -271,5 +272,29 @@ async fn pg_only_migrate_data_copies_a_whole_sqlite_deployment() {
     assert!(
         events.iter().filter(|e| e["id"].as_i64().unwrap() > max_event).count() >= 2,
         "new events get new ids after the copied ones"
+    );
+    // So do messages' (PostgreSQL draws them from a sequence, migration 5).
+    let max_message = before
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|t| t["chats"].as_array().unwrap().clone())
+        .flat_map(|c| c["messages"].as_array().unwrap().clone())
+        .map(|m| m["id"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    let r = node
+        .call(
+            Method::POST,
+            "/rest/7/hook/im.message.add",
+            &[],
+            Some(json!({"DIALOG_ID": "chat10", "MESSAGE": "after the copy"})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    assert!(
+        r.body["result"].as_i64().unwrap() > max_message,
+        "a new message's id {} is past the copied ones ({max_message})",
+        r.body["result"]
     );
 }

@@ -33,9 +33,11 @@ const TABLES: &[(&str, &str)] = &[
     ("operations", "seq"),
 ];
 
-/// Identity columns whose sequences must continue after the copied ids.
+/// Identity columns whose sequences must continue after the copied ids
+/// (and `messages.id`, whose sequence the column owns).
 const IDENTITIES: &[(&str, &str)] = &[
     ("tenants", "id"),
+    ("messages", "id"),
     ("crm_links", "seq"),
     ("events", "id"),
     ("credentials", "id"),
@@ -57,8 +59,8 @@ pub enum MigrateError {
     Mismatch { table: String, detail: String },
 }
 
-fn target(e: impl std::fmt::Display) -> MigrateError {
-    MigrateError::Target(format!("PostgreSQL: {e}"))
+fn target(e: tokio_postgres::Error) -> MigrateError {
+    MigrateError::Target(format!("PostgreSQL: {}", crate::postgres::chain(&e)))
 }
 
 /// Columns of a SQLite table, as the copy reads them (`operations` has no
@@ -151,10 +153,14 @@ pub async fn sqlite_to_postgres(sqlite_path: &str, pg_url: &str) -> Result<Vec<(
             placeholders.join(", ")
         ));
         let st = t.prepare(&insert).await.map_err(target)?;
-        for row in &rows {
-            t.execute(&st, &crate::postgres::refs(&row.0))
-                .await
-                .map_err(|e| MigrateError::Target(format!("copying {table}: {e}")))?;
+        for (i, row) in rows.iter().enumerate() {
+            t.execute(&st, &crate::postgres::refs(&row.0)).await.map_err(|e| {
+                MigrateError::Target(format!(
+                    "copying {table}, row {i} ({:?}): {}",
+                    row.0,
+                    crate::postgres::chain(&e)
+                ))
+            })?;
         }
         // Verify: read the copy back in the same order and compare.
         let back = t

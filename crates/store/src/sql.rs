@@ -1060,12 +1060,28 @@ impl<C: Conn> Tx for SqlTx<C> {
         text: &str,
         at: Timestamp,
     ) -> TxResult<Message> {
-        let id = MessageId(self.next_id("messages", tenant)?);
         let uuid = Uuid::new_v4();
-        self.exec(
-            "INSERT INTO messages (tenant_id, id, uuid, chat_id, author_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            p![tenant.0, id.0, uuid.to_string(), chat.0, author.0, text, at],
-        )?;
+        // A write: what `lock_chat_for` fetched is forgotten, as in `exec`.
+        self.prefetched = None;
+        let id = if self.c.dialect() == Dialect::Postgres {
+            // From the sequence (PostgreSQL migration 5): no lock across the
+            // tenant, one statement. Drawn after the chat's row lock, so the
+            // ids of a chat's messages follow their commit order.
+            let id: Option<i64> = self.one(
+                "INSERT INTO messages (tenant_id, id, uuid, chat_id, author_id, text, created_at) \
+                 VALUES (?1, nextval('messages_id_seq'), ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                p![tenant.0, uuid.to_string(), chat.0, author.0, text, at],
+                |r| r.get(0),
+            )?;
+            MessageId(id.ok_or_else(|| CoreError::Internal("an insert returned no id".into()))?)
+        } else {
+            let id = MessageId(self.next_id("messages", tenant)?);
+            self.exec(
+                "INSERT INTO messages (tenant_id, id, uuid, chat_id, author_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                p![tenant.0, id.0, uuid.to_string(), chat.0, author.0, text, at],
+            )?;
+            id
+        };
         Ok(Message {
             chat_id: chat,
             id,

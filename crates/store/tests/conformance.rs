@@ -653,6 +653,17 @@ async fn six_person_group_of(store: &dyn Store, slug: &'static str) -> (TenantId
         .unwrap()
 }
 
+/// A new group of tenant `t`: `owner` and `member`.
+async fn group_of_two(store: &dyn Store, t: TenantId, owner: UserId, member: UserId) -> ChatId {
+    store
+        .write(move |tx| {
+            let chat = testing::group(t, Network::Internal, Creator::User(owner), vec![MemberRef::Id(member)]);
+            Ok(commands::create_chat(tx.as_tx(), &chat)?.0.id)
+        })
+        .await
+        .unwrap()
+}
+
 /// `user` leaves chat `c` (`im.chat.leave`'s command).
 async fn user_leaves(store: &dyn Store, t: TenantId, c: ChatId, user: UserId) -> Result<(), CoreError> {
     store
@@ -796,6 +807,52 @@ async fn pg_only_an_add_or_a_removal_reads_no_roster() {
     assert_eq!(remove(3).await, REMOVE_ROUND_TRIPS, "a removal's round trips");
 }
 
+/// Messages of two chats of one tenant do not wait for each other: the
+/// second is stored while the first's transaction is still open. (Message
+/// ids came from `MAX(id) + 1` under a lock per tenant held until COMMIT,
+/// which made every message of a tenant wait for the one before it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_only_messages_of_one_tenant_do_not_wait_for_each_other() {
+    let (store, t, first_chat) = pg_six_person_group().await;
+    let second_chat = group_of_two(store.as_ref(), t, UserId(1), UserId(2)).await;
+    let send = move |tx: &mut dyn StoreTx, chat: ChatId| {
+        let cmd = SendMessage {
+            tenant: t,
+            chat,
+            author: Author::User(UserId(1)),
+            text: "hello".into(),
+            trace_id: None,
+        };
+        commands::send_message(tx.as_tx(), &cmd).map(|(_, m)| m.id)
+    };
+    let (sent, sent_rx) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .write(move |tx| {
+                    let id = send(tx, first_chat)?;
+                    let _ = sent.send(());
+                    // Held open until the second message is in, or for 3 s.
+                    let released = release_rx.recv_timeout(std::time::Duration::from_secs(3)).is_ok();
+                    Ok((id, released))
+                })
+                .await
+        }
+    });
+    sent_rx.await.unwrap();
+    let second = store.write(move |tx| send(tx, second_chat)).await;
+    let _ = release.send(());
+    let (first_id, released) = first.await.unwrap().unwrap();
+    let second_id = second.expect("the second message is stored while the first is open");
+    assert!(
+        released,
+        "the first transaction was still open when the second message was stored"
+    );
+    assert_ne!(first_id, second_id);
+}
+
 /// Twenty leaves of one user from one chat at once: exactly one applies,
 /// with one `left` event and the count down by one; the others find the
 /// membership already closed. (On PostgreSQL a waiter for the chat's lock
@@ -915,14 +972,7 @@ async fn a_persons_chats_follow_joins_leaves_and_rejoins() {
     let store = db.store.clone();
     let (t, first) = six_person_group(store.as_ref()).await;
     let (other_tenant, _) = six_person_group_of(store.as_ref(), "other").await;
-    let second = store
-        .write(move |tx| {
-            let members = vec![MemberRef::Id(UserId(3))];
-            let chat = testing::group(t, Network::Internal, Creator::User(UserId(2)), members);
-            Ok(commands::create_chat(tx.as_tx(), &chat)?.0.id)
-        })
-        .await
-        .unwrap();
+    let second = group_of_two(store.as_ref(), t, UserId(2), UserId(3)).await;
     let chats_of = |user: i64| {
         let store = store.clone();
         async move {

@@ -45,8 +45,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
         4,
         include_str!("../../migrations/postgres/0004_replay_nonce_expiry.sql"),
     ),
+    (5, include_str!("../../migrations/postgres/0005_message_sequence.sql")),
 ];
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 /// Key of the session advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x636f_6e66_6162; // "confab"
 
@@ -223,7 +224,7 @@ fn settle(config: &mut tokio_postgres::Config, opts: &PgOptions) {
 }
 
 /// An error with its causes: "error connecting to server: Connection refused".
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
