@@ -58,6 +58,23 @@ fn find_chat(tx: &mut dyn Tx, tenant: TenantId, chat: ChatId) -> Result<Chat, Co
     tx.lock_chat(tenant, chat)?.ok_or(CoreError::ChatNotFound)
 }
 
+/// The chat, locked, telling the store whose rows the rules of an add or
+/// a removal ask for next: the actor's and the member's (by id).
+fn lock_chat_for_pair(
+    tx: &mut dyn Tx,
+    tenant: TenantId,
+    chat: ChatId,
+    actor: Option<UserId>,
+    member: &MemberRef,
+) -> Result<Chat, CoreError> {
+    let member = match member {
+        MemberRef::Id(id) => Some(*id),
+        MemberRef::Handle(_) => None,
+    };
+    let users: Vec<UserId> = actor.into_iter().chain(member).collect();
+    tx.lock_chat_for(tenant, chat, &users)?.ok_or(CoreError::ChatNotFound)
+}
+
 fn find_user(tx: &mut dyn Tx, tenant: TenantId, user: UserId) -> Result<User, CoreError> {
     tx.user(tenant, user)?.ok_or(CoreError::UserNotFound)
 }
@@ -155,7 +172,7 @@ fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, Option<User
     let chat = match &cmd.leaver {
         // The leaver's membership and user row are needed next.
         Leaver::User(id) => tx
-            .lock_chat_for(cmd.tenant, cmd.chat, *id)?
+            .lock_chat_for(cmd.tenant, cmd.chat, &[*id])?
             .ok_or(CoreError::ChatNotFound)?,
         _ => find_chat(tx, cmd.tenant, cmd.chat)?,
     };
@@ -249,7 +266,7 @@ fn plan_remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<(Chat, User), CoreError>
             policy::resolve_crm_chat(&chats, *chat)?
         }
     };
-    let chat = find_chat(tx, cmd.tenant, chat_id)?;
+    let chat = lock_chat_for_pair(tx, cmd.tenant, chat_id, cmd.actor, &cmd.member)?;
     let actor = match cmd.actor {
         Some(id) => Some(find_user(tx, cmd.tenant, id)?),
         None => None,
@@ -366,7 +383,7 @@ pub fn check_add(tx: &mut dyn Tx, cmd: &Add) -> Result<Chat, CoreError> {
 }
 
 pub fn add(tx: &mut dyn Tx, cmd: &Add) -> Result<AddOutcome, CoreError> {
-    let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
+    let chat = lock_chat_for_pair(tx, cmd.tenant, cmd.chat, cmd.actor, &cmd.member)?;
     let actor = match cmd.actor {
         Some(id) => Some(find_user(tx, cmd.tenant, id)?),
         None => None,

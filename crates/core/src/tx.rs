@@ -66,13 +66,14 @@ pub trait Tx {
     /// `SELECT … FOR UPDATE`; a no-op where the transaction already holds
     /// the single writer).
     fn lock_chat(&mut self, tenant: TenantId, id: ChatId) -> TxResult<Option<Chat>>;
-    /// `lock_chat`, told that the rules will next ask for `user`'s latest
-    /// membership of the chat and `user`'s row, and that an event of the
-    /// chat may follow (a leave): a store may fetch them with the lock
-    /// (PostgreSQL: one round trip instead of three, and the event's id and
-    /// subscriptions, so its insert can wait for COMMIT). Answers are the
-    /// same as asking separately.
-    fn lock_chat_for(&mut self, tenant: TenantId, id: ChatId, _user: UserId) -> TxResult<Option<Chat>> {
+    /// `lock_chat`, told that the rules will next ask for each of `users`'
+    /// latest membership of the chat and user row (one or two users: a
+    /// leaver, or an actor and the member it adds or removes), and that an
+    /// event of the chat may follow: a store may fetch them with the lock
+    /// (PostgreSQL: one round trip instead of up to five, and the event's
+    /// id and subscriptions, so its insert can wait for COMMIT). Answers are
+    /// the same as asking separately.
+    fn lock_chat_for(&mut self, tenant: TenantId, id: ChatId, _users: &[UserId]) -> TxResult<Option<Chat>> {
         self.lock_chat(tenant, id)
     }
     /// How many members are active.

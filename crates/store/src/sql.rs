@@ -214,9 +214,9 @@ pub struct SqlTx<C: Conn> {
     /// rules' `active_count` costs no second statement; forgotten when a
     /// membership of that chat opens or closes.
     counts: Vec<((i64, i64), i64)>,
-    /// Rows fetched with `lock_chat_for`, each served once to the lookup it
-    /// was fetched for; any write forgets them.
-    prefetched: Option<Prefetched>,
+    /// Rows fetched with `lock_chat_for` (one entry per user), each served
+    /// once to the lookup it was fetched for; any write forgets them.
+    prefetched: Vec<Prefetched>,
     /// PostgreSQL: what the event of a user's leave needs, fetched with
     /// `lock_chat_for` — its id, drawn from the events' sequence under the
     /// chat's lock, and the tenant's subscriptions with the chat's line —
@@ -248,7 +248,7 @@ impl<C: Conn> SqlTx<C> {
             c,
             now,
             counts: Vec::new(),
-            prefetched: None,
+            prefetched: Vec::new(),
             next_event: None,
             wakes_worker: false,
         }
@@ -283,21 +283,21 @@ impl<C: Conn> SqlTx<C> {
 
     fn exec(&mut self, sql: &str, p: &[Val]) -> TxResult<u64> {
         no_nul(p)?;
-        self.prefetched = None;
+        self.prefetched.clear();
         self.c.exec(sql, p)
     }
 
     /// A write whose answer is not needed (see [`Conn::exec_deferred`]).
     fn exec_deferred(&mut self, sql: &str, p: &[Val]) -> TxResult<()> {
         no_nul(p)?;
-        self.prefetched = None;
+        self.prefetched.clear();
         self.c.exec_deferred(sql, p)
     }
 
     /// An `INSERT` into a table with an `id` key: the new row's id.
     fn insert_id(&mut self, sql: &str, p: &[Val]) -> TxResult<i64> {
         no_nul(p)?;
-        self.prefetched = None;
+        self.prefetched.clear();
         self.c.insert(sql, p)
     }
 
@@ -695,15 +695,21 @@ impl<C: Conn> Tx for SqlTx<C> {
         }))
     }
 
-    fn lock_chat_for(&mut self, tenant: TenantId, id: ChatId, user: UserId) -> TxResult<Option<Chat>> {
-        if !(self.c.row_locks() && self.c.dialect() == Dialect::Postgres) {
+    fn lock_chat_for(&mut self, tenant: TenantId, id: ChatId, users: &[UserId]) -> TxResult<Option<Chat>> {
+        let users: Vec<UserId> = match users {
+            [a, b] if a == b => vec![*a],
+            [_] | [_, _] => users.to_vec(),
+            _ => Vec::new(),
+        };
+        if users.is_empty() || !(self.c.row_locks() && self.c.dialect() == Dialect::Postgres) {
             return self.lock_chat(tenant, id);
         }
         // One round trip, two statements: the chat row locked, with its
         // count and its line's number; then, once the lock is granted and
         // so with a snapshot that sees whatever the lock's previous holder
-        // committed, the user's latest membership and user row (NULLs when
-        // absent), and for the leave's event its id (drawn after the lock,
+        // committed, each user's latest membership and user row (NULLs when
+        // absent; one user or two: a leaver, or an actor and the member it
+        // adds or removes), and for the event its id (drawn after the lock,
         // so a chat's events are numbered in the order they commit) and the
         // tenant's subscriptions, one row each (see `NextEvent`). One
         // statement would read the membership from a snapshot taken before
@@ -730,34 +736,56 @@ impl<C: Conn> Tx for SqlTx<C> {
                  FROM chats WHERE tenant_id = ?1 AND id = ?2 FOR UPDATE OF chats"
             )
         });
-        static AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        // `?3` is the first user; the second, if any, is `?4`.
+        fn after(users: usize) -> String {
+            let mut cols = String::new();
+            let mut joins = String::new();
+            for n in 0..users {
+                let p = format!("?{}", 3 + n);
+                cols.push_str(&format!("m{n}.*, u{n}.*, "));
+                joins.push_str(&format!(
+                    "LEFT JOIN LATERAL ({latest}) m{n} ON true \
+                     LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = {p}) u{n} ON true ",
+                    latest = MEMBERSHIP_LATEST.replace("?3", &p),
+                ));
+            }
             format!(
-                "SELECT m.*, u.*, nextval('{EVENTS_SEQUENCE}'), {subs} FROM (SELECT 1) one \
-                 LEFT JOIN LATERAL ({latest}) m ON true \
-                 LEFT JOIN LATERAL (SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?3) u ON true \
+                "SELECT {cols}nextval('{EVENTS_SEQUENCE}'), {subs} FROM (SELECT 1) one {joins}\
                  LEFT JOIN subscriptions s ON s.tenant_id = ?1 AND s.active = TRUE",
-                latest = *MEMBERSHIP_LATEST,
                 subs = *S_SUB_COLS
             )
-        });
+        }
+        static AFTER: [std::sync::LazyLock<String>; 2] = [
+            std::sync::LazyLock::new(|| after(1)),
+            std::sync::LazyLock::new(|| after(2)),
+        ];
         const CHAT_N: usize = count_cols(CHAT_COLS) + 1;
         let (chat_n, member_n, user_n) = (CHAT_N, count_cols(MEMBER_COLS), count_cols(USER_COLS));
         let part = |r: &SqlRow, from: usize, n: usize| SqlRow(r.0.iter().skip(from).take(n).cloned().collect());
         let present = |r: &SqlRow| !matches!(r.0.first(), None | Some(Val::Null));
-        no_nul(p![tenant.0, id.0, user.0])?;
+        let mut params = p![tenant.0, id.0].to_vec();
+        params.extend(users.iter().map(|u| Val::Int(u.0)));
+        no_nul(&params)?;
         let (chats, rows) = self
             .c
-            .query_two((&LOCK, p![tenant.0, id.0]), (&AFTER, p![tenant.0, id.0, user.0]))?;
+            .query_two((&LOCK, p![tenant.0, id.0]), (&AFTER[users.len() - 1], &params))?;
         let (Some(c), Some(r)) = (chats.first(), rows.first()) else {
             return Ok(None);
         };
         let chat = chat_row(c)?;
         let count: i64 = c.get(chat_n - 1)?;
-        let m = part(r, 0, member_n);
-        let membership = if present(&m) { Some(member_row(&m)?) } else { None };
-        let u = part(r, member_n, user_n);
-        let user_row = if present(&u) { Some(user_row(&u)?) } else { None };
-        let event_at = member_n + user_n;
+        let mut prefetched = Vec::with_capacity(users.len());
+        for (n, user) in users.iter().enumerate() {
+            let at = n * (member_n + user_n);
+            let m = part(r, at, member_n);
+            let u = part(r, at + member_n, user_n);
+            prefetched.push(Prefetched {
+                key: (tenant.0, id.0, user.0),
+                membership: Some(if present(&m) { Some(member_row(&m)?) } else { None }),
+                user: Some(if present(&u) { Some(user_row(&u)?) } else { None }),
+            });
+        }
+        let event_at = users.len() * (member_n + user_n);
         self.next_event = Some(NextEvent {
             key: (tenant.0, id.0),
             id: r.get(event_at)?,
@@ -766,11 +794,7 @@ impl<C: Conn> Tx for SqlTx<C> {
         });
         self.forget_count(tenant, id);
         self.counts.push(((tenant.0, id.0), count));
-        self.prefetched = Some(Prefetched {
-            key: (tenant.0, id.0, user.0),
-            membership: Some(membership),
-            user: Some(user_row),
-        });
+        self.prefetched = prefetched;
         Ok(Some(chat))
     }
 
@@ -799,7 +823,7 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>> {
-        if let Some(p) = self.prefetched.as_mut().filter(|p| p.key == (tenant.0, chat.0, user.0)) {
+        if let Some(p) = self.prefetched.iter_mut().find(|p| p.key == (tenant.0, chat.0, user.0)) {
             if let Some(m) = p.membership.take() {
                 return Ok(m);
             }
@@ -821,8 +845,8 @@ impl<C: Conn> Tx for SqlTx<C> {
     fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>> {
         if let Some(p) = self
             .prefetched
-            .as_mut()
-            .filter(|p| (p.key.0, p.key.2) == (tenant.0, id.0))
+            .iter_mut()
+            .find(|p| (p.key.0, p.key.2) == (tenant.0, id.0))
         {
             if let Some(u) = p.user.take() {
                 return Ok(u);
@@ -969,7 +993,24 @@ impl<C: Conn> Tx for SqlTx<C> {
         // The chat row counts its active members and hands out the
         // membership's place in the chat's order (`seq`) in one update.
         // A write: what `lock_chat_for` fetched is forgotten, as in `exec`.
-        self.prefetched = None;
+        self.prefetched.clear();
+        if self.c.dialect() == Dialect::Postgres {
+            // Both in one statement, sent with the next one (the event's
+            // insert, or COMMIT): the chat's row is locked by this
+            // transaction, and the rules have checked the user is not
+            // active, so it fails only if the database does. Without the
+            // chat's row `seq` would be NULL, which its column refuses, so
+            // the transaction fails then as it does on SQLite at once.
+            self.exec_deferred(
+                "WITH c AS (UPDATE chats SET active_count = active_count + 1, member_seq = member_seq + 1 \
+                 WHERE tenant_id = ?1 AND id = ?2 RETURNING member_seq) \
+                 INSERT INTO memberships (tenant_id, chat_id, user_id, ended, seq, role, joined_at) \
+                 VALUES (?1, ?2, ?3, 0, (SELECT member_seq FROM c), ?4, ?5)",
+                p![tenant.0, chat.0, user.0, role.as_str(), at],
+            )?;
+            self.forget_count(tenant, chat);
+            return Ok(());
+        }
         let seq: Option<i64> = self.one(
             "UPDATE chats SET active_count = active_count + 1, member_seq = member_seq + 1 \
              WHERE tenant_id = ?1 AND id = ?2 RETURNING member_seq",
@@ -1062,7 +1103,7 @@ impl<C: Conn> Tx for SqlTx<C> {
     ) -> TxResult<Message> {
         let uuid = Uuid::new_v4();
         // A write: what `lock_chat_for` fetched is forgotten, as in `exec`.
-        self.prefetched = None;
+        self.prefetched.clear();
         let id = if self.c.dialect() == Dialect::Postgres {
             // From the sequence (PostgreSQL migration 5): no lock across the
             // tenant, one statement. Drawn after the chat's row lock, so the
@@ -1994,7 +2035,7 @@ mod tests {
             let seen = Rc::new(RefCell::new(Vec::new()));
             let mut tx = SqlTx::new(Recorder(seen.clone(), Some(listens_to)), 0);
             let (t, c, u) = (TenantId(1), ChatId(7), UserId(3));
-            let chat = tx.lock_chat_for(t, c, u).unwrap().expect("the chat");
+            let chat = tx.lock_chat_for(t, c, &[u]).unwrap().expect("the chat");
             assert_eq!(chat.line_id, Some(LineId(5)));
             tx.append_event(left(t, c, u)).unwrap();
             let sql = seen.borrow().clone();
@@ -2031,7 +2072,7 @@ mod tests {
         let (t, c, u) = (TenantId(1), ChatId(7), UserId(3));
         let statements = |seen: &Rc<RefCell<Vec<String>>>| seen.borrow().len();
 
-        let chat = tx.lock_chat_for(t, c, u).unwrap().expect("the chat");
+        let chat = tx.lock_chat_for(t, c, &[u]).unwrap().expect("the chat");
         assert_eq!((chat.id, chat.owner_id), (c, Some(u)));
         assert_eq!(statements(&seen), 1);
         let m = tx.membership(t, c, u).unwrap().expect("the membership");
@@ -2045,7 +2086,7 @@ mod tests {
         assert_eq!(statements(&seen), 2);
 
         // A write in between forgets the fetched rows.
-        tx.lock_chat_for(t, c, u).unwrap();
+        tx.lock_chat_for(t, c, &[u]).unwrap();
         tx.exec("UPDATE chats SET title = 'x'", &[]).unwrap();
         assert_eq!(tx.user(t, u).unwrap(), None);
         assert_eq!(statements(&seen), 5);
@@ -2073,7 +2114,7 @@ mod tests {
         let seen = Rc::new(RefCell::new(Vec::new()));
         let mut tx = SqlTx::new(Recorder(seen.clone(), None), 0);
         let (t, c, u) = (TenantId(1), ChatId(7), UserId(3));
-        tx.lock_chat_for(t, c, u).unwrap();
+        tx.lock_chat_for(t, c, &[u]).unwrap();
         let event = tx.append_event(left(t, c, u)).unwrap();
         assert_eq!(event.id, EventId(42));
         let sql = seen.borrow().clone();
@@ -2092,7 +2133,7 @@ mod tests {
         );
 
         // Another chat's event does not take it.
-        tx.lock_chat_for(t, c, u).unwrap();
+        tx.lock_chat_for(t, c, &[u]).unwrap();
         tx.append_event(left(t, ChatId(8), u)).unwrap();
         assert!(
             seen.borrow()[4].contains("LEFT JOIN subscriptions"),
@@ -2101,7 +2142,7 @@ mod tests {
         );
 
         // A subscription written after the lock forgets it.
-        tx.lock_chat_for(t, c, u).unwrap();
+        tx.lock_chat_for(t, c, &[u]).unwrap();
         tx.delete_subscription(t, "sub").unwrap();
         tx.append_event(left(t, c, u)).unwrap();
         assert!(
