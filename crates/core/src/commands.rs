@@ -482,7 +482,12 @@ pub struct SendMessage {
 }
 
 pub fn send_message(tx: &mut dyn Tx, cmd: &SendMessage) -> Result<(Chat, Message), CoreError> {
-    let chat = find_chat(tx, cmd.tenant, cmd.chat)?;
+    // The author's membership and row are asked for next.
+    let chat = match cmd.author {
+        Author::User(id) => tx.lock_chat_for(cmd.tenant, cmd.chat, &[id])?,
+        Author::Line => tx.lock_chat(cmd.tenant, cmd.chat)?,
+    }
+    .ok_or(CoreError::ChatNotFound)?;
     let (author_id, line) = match cmd.author {
         Author::User(id) => (id, None),
         Author::Line => {

@@ -786,9 +786,9 @@ async fn pg_only_a_leave_is_two_round_trips_with_or_without_a_webhook() {
 /// once did, for an answer only the admin API gives, and an add to a group
 /// of 2,000 ran 29 times slower than one to a group of 20), nor looks up
 /// a user or a membership on its own (they were 9 and 7 round trips;
-/// BENCHMARKS.md, session 13).
+/// BENCHMARKS.md, session 13). A message is three.
 #[tokio::test]
-async fn pg_only_an_add_and_a_removal_are_two_round_trips() {
+async fn pg_only_an_add_and_a_removal_are_two_round_trips_and_a_message_three() {
     let (store, t, c) = pg_six_person_group().await;
     store
         .write(move |tx| {
@@ -831,6 +831,26 @@ async fn pg_only_an_add_and_a_removal_are_two_round_trips() {
     remove(2).await;
     assert_eq!(add(8).await, 2, "an add's round trips");
     assert_eq!(remove(3).await, 2, "a removal's round trips");
+    // A message: the lock with the author's rows, the message's insert
+    // (its id is the answer), then the event with COMMIT.
+    let send = || {
+        let store = store.clone();
+        let cmd = SendMessage {
+            tenant: t,
+            chat: c,
+            author: Author::User(UserId(1)),
+            text: "hello".into(),
+            trace_id: None,
+        };
+        round_trips_of(store.clone(), async move {
+            store
+                .write(move |tx| commands::send_message(tx.as_tx(), &cmd))
+                .await
+                .unwrap();
+        })
+    };
+    send().await;
+    assert_eq!(send().await, 3, "a message's round trips");
 }
 
 /// Messages of two chats of one tenant do not wait for each other: the
