@@ -65,8 +65,11 @@ pub(crate) fn plan(
     // at the bottom, who send, never leave; otherwise from member 2 up.
     let leaver = |rank: usize| if op == Op::Mixed { members - rank } else { rank + 2 };
     let leave_ranks = pairs(workload, chats, members - 1, leaves);
-    // Senders: the members below every leaver of this plan.
-    let senders = members - leave_ranks.iter().map(|&(_, rank)| rank + 1).max().unwrap_or(0);
+    // Senders: in each chat, the members below its leavers.
+    let mut senders = vec![members; chats + 1];
+    for &(chat, rank) in &leave_ranks {
+        senders[chat] = senders[chat].min(members - rank - 1);
+    }
     let leave_pairs: Vec<(usize, usize)> = leave_ranks
         .into_iter()
         .map(|(chat, rank)| (chat, leaver(rank)))
@@ -77,9 +80,9 @@ pub(crate) fn plan(
         .map(|(chat, rank)| (chat, members + 1 + rank))
         .collect();
     let sends = n - leaves - adds;
-    let send_pairs: Vec<(usize, usize)> = pairs(workload, chats, senders, sends)
+    let send_pairs: Vec<(usize, usize)> = pairs(workload, chats, members, sends)
         .into_iter()
-        .map(|(chat, rank)| (chat, rank + 1))
+        .map(|(chat, rank)| (chat, rank % senders[chat] + 1))
         .collect();
     let requests = match op {
         Op::Leave => leave_pairs
@@ -193,6 +196,20 @@ mod tests {
             .map(|(chat, user)| Req::Leave { chat, user })
             .collect();
         assert_eq!(reqs, pairs);
+    }
+
+    #[test]
+    fn a_concentrated_mix_sends_from_many_members() {
+        // Its leaves all fall in the first chat: the others keep every member.
+        let (reqs, _) = plan(Op::Mixed, Workload::Concentrated, 4, 2_000, 20_000).unwrap();
+        let senders: HashSet<(usize, usize)> = reqs
+            .iter()
+            .filter_map(|r| match *r {
+                Req::Send { chat, user } => Some((chat, user)),
+                _ => None,
+            })
+            .collect();
+        assert!(senders.len() > 1_000, "{} senders", senders.len());
     }
 
     #[test]

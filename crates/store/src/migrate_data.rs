@@ -155,11 +155,8 @@ pub async fn sqlite_to_postgres(sqlite_path: &str, pg_url: &str) -> Result<Vec<(
         let st = t.prepare(&insert).await.map_err(target)?;
         for (i, row) in rows.iter().enumerate() {
             t.execute(&st, &crate::postgres::refs(&row.0)).await.map_err(|e| {
-                MigrateError::Target(format!(
-                    "copying {table}, row {i} ({:?}): {}",
-                    row.0,
-                    crate::postgres::chain(&e)
-                ))
+                // The row's place, not its values (message text, secrets).
+                MigrateError::Target(format!("copying {table}, row {i}: {}", crate::postgres::chain(&e)))
             })?;
         }
         // Verify: read the copy back in the same order and compare.

@@ -41,7 +41,7 @@ type Pcache = ffi::sqlite3_pcache;
 type Page = ffi::sqlite3_pcache_page;
 
 /// The default page cache's methods, kept for the forwarding calls.
-struct Default {
+struct Pcache1 {
     init: unsafe extern "C" fn(*mut c_void) -> c_int,
     shutdown: unsafe extern "C" fn(*mut c_void),
     create: unsafe extern "C" fn(c_int, c_int, c_int) -> *mut Pcache,
@@ -55,10 +55,10 @@ struct Default {
     shrink: unsafe extern "C" fn(*mut Pcache),
 }
 
-impl Default {
+impl Pcache1 {
     /// `None` unless the cache has every method (`pcache1` has).
     fn of(m: &ffi::sqlite3_pcache_methods2) -> Option<Self> {
-        Some(Default {
+        Some(Pcache1 {
             init: m.xInit?,
             shutdown: m.xShutdown?,
             create: m.xCreate?,
@@ -74,7 +74,7 @@ impl Default {
     }
 }
 
-static DEFAULT: OnceLock<Default> = OnceLock::new();
+static DEFAULT: OnceLock<Pcache1> = OnceLock::new();
 static INSTALLED: OnceLock<bool> = OnceLock::new();
 /// Pages parked under the lock-byte number and kept under key 0 instead.
 static PARKED: AtomicU64 = AtomicU64::new(0);
@@ -105,7 +105,7 @@ pub(crate) fn install() -> bool {
         let installed = unsafe {
             let mut methods: ffi::sqlite3_pcache_methods2 = std::mem::zeroed();
             let recorded = ffi::sqlite3_config(ffi::SQLITE_CONFIG_GETPCACHE2, &mut methods as *mut _) == ffi::SQLITE_OK
-                && Default::of(&methods).is_some_and(|d| DEFAULT.set(d).is_ok());
+                && Pcache1::of(&methods).is_some_and(|d| DEFAULT.set(d).is_ok());
             if !recorded {
                 false
             } else {
@@ -151,7 +151,7 @@ pub(crate) fn parked() -> u64 {
     PARKED.load(Ordering::Relaxed)
 }
 
-fn default() -> &'static Default {
+fn default() -> &'static Pcache1 {
     match DEFAULT.get() {
         Some(d) => d,
         // Set before these methods are handed to SQLite, never unset.
