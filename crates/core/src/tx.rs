@@ -158,6 +158,9 @@ pub trait AdminTx {
     ) -> TxResult<Vec<Message>>;
     fn crm_links(&mut self, tenant: TenantId) -> TxResult<Vec<(CrmEntity, ChatId)>>;
     fn events(&mut self, tenant: TenantId, chat: Option<ChatId>) -> TxResult<Vec<Event>>;
+    /// The chat's `left` and `removed` events, oldest first: how its
+    /// memberships ended, without reading every message's event.
+    fn membership_endings(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Event>>;
     fn insert_credential(&mut self, cred: NewCredential) -> TxResult<Credential>;
     fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>>;
     /// [`AdminTx::credential_by_hash`] with the credential's tenant: what

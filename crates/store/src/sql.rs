@@ -1467,6 +1467,14 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         }
     }
 
+    fn membership_endings(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Event>> {
+        self.many(
+            sql!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND chat_id = ?2 AND kind IN ('left', 'removed') ORDER BY id"),
+            p![tenant.0, chat.0],
+            event_row,
+        )
+    }
+
     fn insert_credential(&mut self, c: NewCredential) -> TxResult<Credential> {
         if self.credential_by_hash(c.kind, &c.secret_hash)?.is_some() {
             return Err(CoreError::Conflict(format!(

@@ -692,6 +692,17 @@ async fn group_of_two(store: &dyn Store, t: TenantId, owner: UserId, member: Use
         .unwrap()
 }
 
+/// User 1's message "hello" to chat `c`.
+fn hello_from_user_1(t: TenantId, c: ChatId) -> SendMessage {
+    SendMessage {
+        tenant: t,
+        chat: c,
+        author: Author::User(UserId(1)),
+        text: "hello".into(),
+        trace_id: None,
+    }
+}
+
 /// `user` leaves chat `c` (`im.chat.leave`'s command).
 async fn user_leaves(store: &dyn Store, t: TenantId, c: ChatId, user: UserId) -> Result<(), CoreError> {
     store
@@ -835,13 +846,7 @@ async fn pg_only_an_add_and_a_removal_are_two_round_trips_and_a_message_three() 
     // (its id is the answer), then the event with COMMIT.
     let send = || {
         let store = store.clone();
-        let cmd = SendMessage {
-            tenant: t,
-            chat: c,
-            author: Author::User(UserId(1)),
-            text: "hello".into(),
-            trace_id: None,
-        };
+        let cmd = hello_from_user_1(t, c);
         round_trips_of(store.clone(), async move {
             store
                 .write(move |tx| commands::send_message(tx.as_tx(), &cmd))
@@ -862,13 +867,7 @@ async fn pg_only_messages_of_one_tenant_do_not_wait_for_each_other() {
     let (store, t, first_chat) = pg_six_person_group().await;
     let second_chat = group_of_two(store.as_ref(), t, UserId(1), UserId(2)).await;
     let send = move |tx: &mut dyn StoreTx, chat: ChatId| {
-        let cmd = SendMessage {
-            tenant: t,
-            chat,
-            author: Author::User(UserId(1)),
-            text: "hello".into(),
-            trace_id: None,
-        };
+        let cmd = hello_from_user_1(t, chat);
         commands::send_message(tx.as_tx(), &cmd).map(|(_, m)| m.id)
     };
     let (sent, sent_rx) = tokio::sync::oneshot::channel();
@@ -897,6 +896,56 @@ async fn pg_only_messages_of_one_tenant_do_not_wait_for_each_other() {
         "the first transaction was still open when the second message was stored"
     );
     assert_ne!(first_id, second_id);
+}
+
+/// `membership_endings` answers with the chat's `left` and `removed` events
+/// in order, and nothing else: not its messages' or joins', nor another
+/// chat's.
+#[tokio::test]
+async fn membership_endings_are_the_leaves_and_removals_of_the_chat() {
+    let db = testing::fresh_store().await;
+    let store = db.store.clone();
+    let (t, c) = six_person_group(store.as_ref()).await;
+    let other = group_of_two(store.as_ref(), t, UserId(1), UserId(2)).await;
+    user_leaves(store.as_ref(), t, c, UserId(2)).await.unwrap();
+    user_leaves(store.as_ref(), t, other, UserId(2)).await.unwrap();
+    store
+        .write(move |tx| {
+            let send = hello_from_user_1(t, c);
+            commands::send_message(tx.as_tx(), &send)?;
+            let remove = Remove {
+                tenant: t,
+                chat: ChatSelector::Id(c),
+                actor: Some(UserId(1)),
+                member: MemberRef::Id(UserId(3)),
+                policy: RemovePolicy::Bitrix,
+                trace_id: None,
+            };
+            commands::remove(tx.as_tx(), &remove)?;
+            commands::send_message(tx.as_tx(), &send).map(|_| ())
+        })
+        .await
+        .unwrap();
+    let (endings, expected) = store
+        .read(move |tx| {
+            let expected: Vec<Event> = tx
+                .events(t, Some(c))?
+                .into_iter()
+                .filter(|e| matches!(e.event.kind, EventKind::Left | EventKind::Removed))
+                .collect();
+            Ok((tx.membership_endings(t, c)?, expected))
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<(EventKind, Option<UserId>)> = endings.iter().map(|e| (e.event.kind, e.event.subject_id)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::Left, Some(UserId(2))),
+            (EventKind::Removed, Some(UserId(3)))
+        ]
+    );
+    assert_eq!(endings, expected);
 }
 
 /// Twenty leaves of one user from one chat at once: exactly one applies,
