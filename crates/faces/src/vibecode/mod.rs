@@ -228,7 +228,11 @@ fn paging(q: &HashMap<String, String>) -> Result<(usize, usize), VibeError> {
 
 fn page(items: Vec<Value>, limit: usize, offset: usize) -> VibeResult {
     let total = items.len();
-    let data: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    paged(items.into_iter().skip(offset).take(limit).collect(), total, offset)
+}
+
+/// One page, `data`, of `total` items starting at `offset`.
+fn paged(data: Vec<Value>, total: usize, offset: usize) -> VibeResult {
     let has_more = offset + data.len() < total;
     Ok(Json(json!({"success": true, "data": data, "meta": {"total": total, "hasMore": has_more}})).into_response())
 }
@@ -313,10 +317,13 @@ async fn list_members(
     let caller = chat_caller(&st, &headers).await?;
     let id = chat_id(&raw)?;
     let (limit, offset) = paging(&q)?;
-    let items = read(&st, Method::ImChatUserList, move |tx| {
+    let (items, total) = read(&st, Method::ImChatUserList, move |tx| {
         let (chat, members) = visible_chat(tx, &caller, id)?;
+        let total = members.len();
         let mut out = Vec::new();
-        for m in members {
+        // Names for the page only: one lookup per member shown, not per
+        // member of the chat.
+        for m in members.into_iter().skip(offset).take(limit) {
             let name = tx.user(chat.tenant_id, m.user_id)?.map(|u| u.name);
             let role = if chat.owner_id == Some(m.user_id) {
                 "owner"
@@ -325,10 +332,10 @@ async fn list_members(
             };
             out.push(json!({"userId": m.user_id, "name": name, "role": role, "joinedAt": iso8601(m.joined_at)}));
         }
-        Ok(out)
+        Ok((out, total))
     })
     .await?;
-    page(items, limit, offset)
+    paged(items, total, offset)
 }
 
 #[derive(Deserialize)]
