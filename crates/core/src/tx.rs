@@ -86,6 +86,8 @@ pub trait Tx {
     fn user_by_handle(&mut self, tenant: TenantId, handle: &str) -> TxResult<Option<User>>;
     /// Bots registered by the app, in registration (id) order.
     fn bots_of_app(&mut self, tenant: TenantId, app: AppId) -> TxResult<Vec<User>>;
+    /// Every bot of the tenant (of any app), in id order.
+    fn bots(&mut self, tenant: TenantId) -> TxResult<Vec<User>>;
     fn line(&mut self, tenant: TenantId, id: LineId) -> TxResult<Option<Line>>;
     fn line_by_number(&mut self, tenant: TenantId, number: &str) -> TxResult<Option<Line>>;
     /// Ids of the chats the user is an active member of.

@@ -875,6 +875,16 @@ impl<C: Conn> Tx for SqlTx<C> {
         )
     }
 
+    fn bots(&mut self, tenant: TenantId) -> TxResult<Vec<User>> {
+        // Every bot belongs to an app, so the index of users with an app
+        // (`users_app`) finds them without reading the tenant's people.
+        self.many(
+            sql!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND app_id IS NOT NULL AND kind = 'bot' ORDER BY id"),
+            p![tenant.0],
+            user_row,
+        )
+    }
+
     fn line(&mut self, tenant: TenantId, id: LineId) -> TxResult<Option<Line>> {
         self.one(
             sql!("SELECT {LINE_COLS} FROM lines WHERE tenant_id = ?1 AND id = ?2"),

@@ -948,6 +948,40 @@ async fn membership_endings_are_the_leaves_and_removals_of_the_chat() {
     assert_eq!(endings, expected);
 }
 
+/// `bots` answers with the tenant's bots of every app, in id order, and
+/// with no person and no other tenant's bot.
+#[tokio::test]
+async fn bots_are_every_bot_of_the_tenant() {
+    let db = testing::fresh_store().await;
+    let store = db.store.clone();
+    let (t, _) = six_person_group(store.as_ref()).await;
+    let (other, _) = six_person_group_of(store.as_ref(), "other").await;
+    let (expected, got) = store
+        .write(move |tx| {
+            for (tenant, apps) in [(t, ["a.one", "a.two"]), (other, ["b.one", "b.two"])] {
+                for (n, client_id) in apps.into_iter().enumerate() {
+                    let app = tx.insert_app(tenant, None, client_id, client_id)?;
+                    for k in 0..2 {
+                        let cmd = RegisterBot {
+                            tenant,
+                            app: app.id,
+                            code: format!("{client_id}.{k}"),
+                            name: format!("bot {n}.{k}"),
+                            meta: "{}".into(),
+                        };
+                        commands::register_bot(tx.as_tx(), &cmd)?;
+                    }
+                }
+            }
+            let expected: Vec<User> = tx.users(t)?.into_iter().filter(|u| u.kind == UserKind::Bot).collect();
+            Ok((expected, tx.bots(t)?))
+        })
+        .await
+        .unwrap();
+    assert_eq!(expected.len(), 4);
+    assert_eq!(got, expected);
+}
+
 /// Twenty leaves of one user from one chat at once: exactly one applies,
 /// with one `left` event and the count down by one; the others find the
 /// membership already closed. (On PostgreSQL a waiter for the chat's lock

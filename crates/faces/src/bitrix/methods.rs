@@ -593,7 +593,7 @@ async fn imbot_bot_list(st: &AppState, ctx: Ctx, v2: bool) -> R {
     let t = ctx.tenant.id;
     let bots = read(st, Method::ImbotChatAdd, move |tx| {
         let mut out = Vec::new();
-        for u in tx.users(t)?.into_iter().filter(|u| u.kind == UserKind::Bot && u.active) {
+        for u in tx.bots(t)?.into_iter().filter(|u| u.active) {
             let (code, meta) = tx
                 .bot_registration(t, u.id)?
                 .unwrap_or_else(|| (format!("bot{}", u.id), "{}".into()));
