@@ -757,9 +757,16 @@ pub fn view_chat(
     chat: ChatId,
     viewer: UserId,
 ) -> Result<(Chat, Vec<Membership>), CoreError> {
+    let chat = visible_chat(tx, tenant, chat, viewer)?;
+    let all = tx.active_members(chat.tenant_id, chat.id)?;
+    Ok((chat, all))
+}
+
+/// [`view_chat`] without reading the members: the chat, if the viewer may
+/// see it.
+pub fn visible_chat(tx: &mut dyn Tx, tenant: TenantId, chat: ChatId, viewer: UserId) -> Result<Chat, CoreError> {
     let chat = find_chat(tx, tenant, chat)?;
     let members = roster(tx, &chat, &[Some(viewer)])?;
     policy::can_view(&chat, &members, viewer)?;
-    let all = tx.active_members(chat.tenant_id, chat.id)?;
-    Ok((chat, all))
+    Ok(chat)
 }

@@ -80,6 +80,9 @@ pub trait Tx {
     fn active_count(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<usize>;
     /// Active memberships, oldest first.
     fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>>;
+    /// Active memberships, oldest first, each with its user's row (one
+    /// read, not one per member).
+    fn active_member_users(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<(Membership, User)>>;
     /// The latest membership row of the user in the chat (active or not).
     fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>>;
     fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>>;

@@ -822,6 +822,24 @@ impl<C: Conn> Tx for SqlTx<C> {
         self.many(active_members_sql(), p![tenant.0, chat.0], member_row)
     }
 
+    fn active_member_users(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<(Membership, User)>> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {}, {} FROM memberships m JOIN users u ON u.tenant_id = m.tenant_id AND u.id = m.user_id \
+                 WHERE m.tenant_id = ?1 AND m.chat_id = ?2 AND m.ended = 0 ORDER BY m.seq",
+                qualified(MEMBER_COLS, "m"),
+                qualified(USER_COLS, "u")
+            )
+        });
+        const MEMBER_N: usize = count_cols(MEMBER_COLS);
+        const USER_N: usize = count_cols(USER_COLS);
+        self.many(&SQL, p![tenant.0, chat.0], |r| {
+            let member = SqlRow(r.0.iter().take(MEMBER_N).cloned().collect());
+            let user = SqlRow(r.0.iter().skip(MEMBER_N).take(USER_N).cloned().collect());
+            Ok((member_row(&member)?, user_row(&user)?))
+        })
+    }
+
     fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>> {
         if let Some(p) = self.prefetched.iter_mut().find(|p| p.key == (tenant.0, chat.0, user.0)) {
             if let Some(m) = p.membership.take() {

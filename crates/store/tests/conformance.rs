@@ -982,6 +982,30 @@ async fn bots_are_every_bot_of_the_tenant() {
     assert_eq!(got, expected);
 }
 
+/// `active_member_users` answers as `active_members` with a `user` lookup
+/// each: active members only, in the chat's order, each with its row.
+#[tokio::test]
+async fn active_member_users_are_the_members_with_their_rows() {
+    let db = testing::fresh_store().await;
+    let store = db.store.clone();
+    let (t, c) = six_person_group(store.as_ref()).await;
+    user_leaves(store.as_ref(), t, c, UserId(3)).await.unwrap();
+    let (joined, apart) = store
+        .read(move |tx| {
+            let mut apart = Vec::new();
+            for m in tx.active_members(t, c)? {
+                let u = tx.user(t, m.user_id)?.expect("a member's user");
+                apart.push((m, u));
+            }
+            Ok((tx.active_member_users(t, c)?, apart))
+        })
+        .await
+        .unwrap();
+    assert_eq!(joined.len(), 5);
+    assert!(joined.iter().all(|(m, u)| m.user_id == u.id && m.user_id != UserId(3)));
+    assert_eq!(joined, apart);
+}
+
 /// Twenty leaves of one user from one chat at once: exactly one applies,
 /// with one `left` event and the count down by one; the others find the
 /// membership already closed. (On PostgreSQL a waiter for the chat's lock

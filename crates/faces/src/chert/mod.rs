@@ -127,13 +127,11 @@ fn find_chat(tx: &mut dyn StoreTx, tenant: TenantId, uuid: uuid::Uuid) -> Result
 }
 
 fn handles(tx: &mut dyn StoreTx, chat: &Chat) -> Result<Vec<User>, CoreError> {
-    let mut users = Vec::new();
-    for m in tx.active_members(chat.tenant_id, chat.id)? {
-        if let Some(u) = tx.user(chat.tenant_id, m.user_id)? {
-            users.push(u);
-        }
-    }
-    Ok(users)
+    Ok(tx
+        .active_member_users(chat.tenant_id, chat.id)?
+        .into_iter()
+        .map(|(_, u)| u)
+        .collect())
 }
 
 fn address(u: &User) -> String {

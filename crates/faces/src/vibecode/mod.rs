@@ -130,8 +130,8 @@ fn chat_json(chat: &Chat, members: usize) -> Value {
 /// owner after leaving, seed 000).
 /// A chat the caller may see (`policy::can_view`); any other reads as
 /// "Chat not found".
-fn visible_chat(tx: &mut dyn StoreTx, caller: &Caller, id: ChatId) -> Result<(Chat, Vec<Membership>), CoreError> {
-    commands::view_chat(tx.as_tx(), caller.tenant.id, id, caller.user).map_err(|e| match e {
+fn visible_chat(tx: &mut dyn StoreTx, caller: &Caller, id: ChatId) -> Result<Chat, CoreError> {
+    commands::visible_chat(tx.as_tx(), caller.tenant.id, id, caller.user).map_err(|e| match e {
         CoreError::NotAMember => CoreError::ChatNotFound,
         other => other,
     })
@@ -263,8 +263,9 @@ async fn get_chat(State(st): State<AppState>, headers: HeaderMap, Path(raw): Pat
     let caller = chat_caller(&st, &headers).await?;
     let id = chat_id(&raw)?;
     let v = read(&st, Method::ImChatGet, move |tx| {
-        let (chat, members) = visible_chat(tx, &caller, id)?;
-        Ok(chat_json(&chat, members.len()))
+        let chat = visible_chat(tx, &caller, id)?;
+        let n = tx.active_count(chat.tenant_id, chat.id)?;
+        Ok(chat_json(&chat, n))
     })
     .await?;
     ok(v)
@@ -318,13 +319,13 @@ async fn list_members(
     let id = chat_id(&raw)?;
     let (limit, offset) = paging(&q)?;
     let (items, total) = read(&st, Method::ImChatUserList, move |tx| {
-        let (chat, members) = visible_chat(tx, &caller, id)?;
+        let chat = visible_chat(tx, &caller, id)?;
+        // The members with their names in one read (not a lookup each).
+        let members = tx.active_member_users(chat.tenant_id, chat.id)?;
         let total = members.len();
         let mut out = Vec::new();
-        // Names for the page only: one lookup per member shown, not per
-        // member of the chat.
-        for m in members.into_iter().skip(offset).take(limit) {
-            let name = tx.user(chat.tenant_id, m.user_id)?.map(|u| u.name);
+        for (m, u) in members.into_iter().skip(offset).take(limit) {
+            let name = Some(u.name);
             let role = if chat.owner_id == Some(m.user_id) {
                 "owner"
             } else {
