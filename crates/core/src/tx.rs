@@ -81,8 +81,14 @@ pub trait Tx {
     /// Active memberships, oldest first.
     fn active_members(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Membership>>;
     /// Active memberships, oldest first, each with its user's row (one
-    /// read, not one per member).
-    fn active_member_users(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<(Membership, User)>>;
+    /// read, not one per member); with `page` (offset, limit), that page
+    /// of them only.
+    fn active_member_users(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        page: Option<(usize, usize)>,
+    ) -> TxResult<Vec<(Membership, User)>>;
     /// The latest membership row of the user in the chat (active or not).
     fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>>;
     fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>>;

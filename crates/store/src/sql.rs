@@ -822,22 +822,40 @@ impl<C: Conn> Tx for SqlTx<C> {
         self.many(active_members_sql(), p![tenant.0, chat.0], member_row)
     }
 
-    fn active_member_users(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<(Membership, User)>> {
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    fn active_member_users(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        page: Option<(usize, usize)>,
+    ) -> TxResult<Vec<(Membership, User)>> {
+        fn sql(paged: bool) -> String {
             format!(
                 "SELECT {}, {} FROM memberships m JOIN users u ON u.tenant_id = m.tenant_id AND u.id = m.user_id \
-                 WHERE m.tenant_id = ?1 AND m.chat_id = ?2 AND m.ended = 0 ORDER BY m.seq",
+                 WHERE m.tenant_id = ?1 AND m.chat_id = ?2 AND m.ended = 0 ORDER BY m.seq{}",
                 qualified(MEMBER_COLS, "m"),
-                qualified(USER_COLS, "u")
+                qualified(USER_COLS, "u"),
+                if paged { " LIMIT ?3 OFFSET ?4" } else { "" }
             )
-        });
+        }
+        static ALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| sql(false));
+        static PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| sql(true));
         const MEMBER_N: usize = count_cols(MEMBER_COLS);
         const USER_N: usize = count_cols(USER_COLS);
-        self.many(&SQL, p![tenant.0, chat.0], |r| {
+        let row = |r: &SqlRow| {
             let member = SqlRow(r.0.iter().take(MEMBER_N).cloned().collect());
             let user = SqlRow(r.0.iter().skip(MEMBER_N).take(USER_N).cloned().collect());
             Ok((member_row(&member)?, user_row(&user)?))
-        })
+        };
+        match page {
+            None => self.many(&ALL, p![tenant.0, chat.0], row),
+            Some((offset, limit)) => {
+                let (offset, limit) = (
+                    offset.min(i64::MAX as usize) as i64,
+                    limit.min(i64::MAX as usize) as i64,
+                );
+                self.many(&PAGE, p![tenant.0, chat.0, limit, offset], row)
+            }
+        }
     }
 
     fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>> {

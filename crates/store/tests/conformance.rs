@@ -983,7 +983,8 @@ async fn bots_are_every_bot_of_the_tenant() {
 }
 
 /// `active_member_users` answers as `active_members` with a `user` lookup
-/// each: active members only, in the chat's order, each with its row.
+/// each: active members only, in the chat's order, each with its row; and
+/// page by page, the same.
 #[tokio::test]
 async fn active_member_users_are_the_members_with_their_rows() {
     let db = testing::fresh_store().await;
@@ -997,7 +998,12 @@ async fn active_member_users_are_the_members_with_their_rows() {
                 let u = tx.user(t, m.user_id)?.expect("a member's user");
                 apart.push((m, u));
             }
-            Ok((tx.active_member_users(t, c)?, apart))
+            let pages = (0..3)
+                .map(|n| tx.active_member_users(t, c, Some((n * 2, 2))))
+                .collect::<Result<Vec<_>, _>>()?
+                .concat();
+            assert_eq!(pages, apart, "three pages of two");
+            Ok((tx.active_member_users(t, c, None)?, apart))
         })
         .await
         .unwrap();

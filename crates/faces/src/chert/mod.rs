@@ -128,7 +128,7 @@ fn find_chat(tx: &mut dyn StoreTx, tenant: TenantId, uuid: uuid::Uuid) -> Result
 
 fn handles(tx: &mut dyn StoreTx, chat: &Chat) -> Result<Vec<User>, CoreError> {
     Ok(tx
-        .active_member_users(chat.tenant_id, chat.id)?
+        .active_member_users(chat.tenant_id, chat.id, None)?
         .into_iter()
         .map(|(_, u)| u)
         .collect())

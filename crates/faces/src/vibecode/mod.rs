@@ -320,11 +320,12 @@ async fn list_members(
     let (limit, offset) = paging(&q)?;
     let (items, total) = read(&st, Method::ImChatUserList, move |tx| {
         let chat = visible_chat(tx, &caller, id)?;
-        // The members with their names in one read (not a lookup each).
-        let members = tx.active_member_users(chat.tenant_id, chat.id)?;
-        let total = members.len();
+        // The page's members with their names, paged in SQL; the total is
+        // the count the chat row keeps.
+        let total = tx.active_count(chat.tenant_id, chat.id)?;
+        let members = tx.active_member_users(chat.tenant_id, chat.id, Some((offset, limit)))?;
         let mut out = Vec::new();
-        for (m, u) in members.into_iter().skip(offset).take(limit) {
+        for (m, u) in members {
             let name = Some(u.name);
             let role = if chat.owner_id == Some(m.user_id) {
                 "owner"
