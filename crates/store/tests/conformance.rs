@@ -991,8 +991,27 @@ async fn active_member_users_are_the_members_with_their_rows() {
     let store = db.store.clone();
     let (t, c) = six_person_group(store.as_ref()).await;
     user_leaves(store.as_ref(), t, c, UserId(3)).await.unwrap();
+    // User 2 leaves and comes back: last in the chat's order, not second.
+    user_leaves(store.as_ref(), t, c, UserId(2)).await.unwrap();
+    store
+        .write(move |tx| {
+            let cmd = Add {
+                tenant: t,
+                chat: c,
+                actor: Some(UserId(1)),
+                member: MemberRef::Id(UserId(2)),
+                trace_id: None,
+            };
+            commands::add(tx.as_tx(), &cmd).map(|_| ())
+        })
+        .await
+        .unwrap();
     let (joined, apart) = store
         .read(move |tx| {
+            assert!(
+                tx.active_member_users(t, c, Some((10, 2)))?.is_empty(),
+                "a page past the end"
+            );
             let mut apart = Vec::new();
             for m in tx.active_members(t, c)? {
                 let u = tx.user(t, m.user_id)?.expect("a member's user");
@@ -1009,6 +1028,8 @@ async fn active_member_users_are_the_members_with_their_rows() {
         .unwrap();
     assert_eq!(joined.len(), 5);
     assert!(joined.iter().all(|(m, u)| m.user_id == u.id && m.user_id != UserId(3)));
+    let order: Vec<i64> = joined.iter().map(|(m, _)| m.user_id.0).collect();
+    assert_eq!(order, vec![1, 4, 5, 6, 2], "the chat's order, not the users' ids");
     assert_eq!(joined, apart);
 }
 
