@@ -70,44 +70,40 @@ pub(crate) fn plan(
     for &(chat, rank) in &leave_ranks {
         senders[chat] = senders[chat].min(members - rank - 1);
     }
-    let leave_pairs: Vec<(usize, usize)> = leave_ranks
+    let exit = |chat, user| match op {
+        Op::Remove => Req::Remove { chat, user },
+        _ => Req::Leave { chat, user },
+    };
+    let exits: Vec<Req> = leave_ranks
         .into_iter()
-        .map(|(chat, rank)| (chat, leaver(rank)))
+        .map(|(chat, rank)| exit(chat, leaver(rank)))
         .collect();
     let outsiders = adds.div_ceil(chats);
-    let add_pairs: Vec<(usize, usize)> = pairs(workload, chats, outsiders.max(1), adds)
+    let adds: Vec<Req> = pairs(workload, chats, outsiders.max(1), adds)
         .into_iter()
-        .map(|(chat, rank)| (chat, members + 1 + rank))
+        .map(|(chat, rank)| Req::Add {
+            chat,
+            user: members + 1 + rank,
+        })
         .collect();
-    let sends = n - leaves - adds;
-    let send_pairs: Vec<(usize, usize)> = pairs(workload, chats, members, sends)
+    let sends: Vec<Req> = pairs(workload, chats, members, n - leaves - adds.len())
         .into_iter()
-        .map(|(chat, rank)| (chat, rank % senders[chat] + 1))
+        .map(|(chat, rank)| Req::Send {
+            chat,
+            user: rank % senders[chat] + 1,
+        })
         .collect();
     let requests = match op {
-        Op::Leave => leave_pairs
-            .into_iter()
-            .map(|(chat, user)| Req::Leave { chat, user })
-            .collect(),
-        Op::Remove => leave_pairs
-            .into_iter()
-            .map(|(chat, user)| Req::Remove { chat, user })
-            .collect(),
-        Op::Add => add_pairs
-            .into_iter()
-            .map(|(chat, user)| Req::Add { chat, user })
-            .collect(),
-        Op::Send => send_pairs
-            .into_iter()
-            .map(|(chat, user)| Req::Send { chat, user })
-            .collect(),
+        Op::Leave | Op::Remove => exits,
+        Op::Add => adds,
+        Op::Send => sends,
         Op::Mixed => {
-            let (mut l, mut a, mut s) = (leave_pairs.into_iter(), add_pairs.into_iter(), send_pairs.into_iter());
+            let (mut l, mut a, mut s) = (exits.into_iter(), adds.into_iter(), sends.into_iter());
             (0..n)
                 .map(|i| match i % 10 {
-                    0 => l.next().map(|(chat, user)| Req::Leave { chat, user }),
-                    1 => a.next().map(|(chat, user)| Req::Add { chat, user }),
-                    _ => s.next().map(|(chat, user)| Req::Send { chat, user }),
+                    0 => l.next(),
+                    1 => a.next(),
+                    _ => s.next(),
                 })
                 .map(|r| r.ok_or_else(|| anyhow::anyhow!("a mixed plan ran out of requests of one kind")))
                 .collect::<anyhow::Result<Vec<_>>>()?

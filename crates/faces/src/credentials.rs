@@ -9,9 +9,9 @@
 //! checked by the faces at every use, from the cached row), so a cached
 //! hit stays right; what a cache could miss is a credential issued since,
 //! which is why misses are never cached, and the Chert signing secrets of a
-//! tenant, listed by slug, which a newly issued secret extends. Admin writes on this node clear the
-//! cache at once; another node sharing the database sees a new signing
-//! secret within [`TTL`].
+//! tenant, listed by slug, which a newly issued secret extends. Admin
+//! writes on this node clear the cache at once; another node sharing the
+//! database sees a new signing secret within [`TTL`].
 
 use confab_core::{CoreError, Credential, CredentialKind, Tenant};
 use confab_store::{Store, StoreExt};

@@ -553,12 +553,17 @@ fn joined_subscriptions(rows: &[SqlRow], at: usize) -> TxResult<(Vec<Subscriptio
     Ok((subs, line))
 }
 
+/// Columns `from..from + n` of a row (of a join), as a row of their own.
+fn part(r: &SqlRow, from: usize, n: usize) -> SqlRow {
+    SqlRow(r.0.iter().skip(from).take(n).cloned().collect())
+}
+
 /// The subscriptions joined from column `at` of each row (one row per
 /// subscription; NULLs when there is none).
 fn subscriptions_from(rows: &[SqlRow], at: usize) -> TxResult<Vec<Subscription>> {
     rows.iter()
         .filter(|r| !matches!(r.0.get(at), None | Some(Val::Null)))
-        .map(|r| sub_row(&SqlRow(r.0[at..].to_vec())))
+        .map(|r| sub_row(&part(r, at, usize::MAX)))
         .collect()
 }
 
@@ -696,10 +701,10 @@ impl<C: Conn> Tx for SqlTx<C> {
     }
 
     fn lock_chat_for(&mut self, tenant: TenantId, id: ChatId, users: &[UserId]) -> TxResult<Option<Chat>> {
-        let users: Vec<UserId> = match users {
-            [a, b] if a == b => vec![*a],
-            [_] | [_, _] => users.to_vec(),
-            _ => Vec::new(),
+        let users: &[UserId] = match users {
+            [a, b] if a == b => &users[..1],
+            [_] | [_, _] => users,
+            _ => &[],
         };
         if users.is_empty() || !(self.c.row_locks() && self.c.dialect() == Dialect::Postgres) {
             return self.lock_chat(tenant, id);
@@ -761,7 +766,6 @@ impl<C: Conn> Tx for SqlTx<C> {
         ];
         const CHAT_N: usize = count_cols(CHAT_COLS) + 1;
         let (chat_n, member_n, user_n) = (CHAT_N, count_cols(MEMBER_COLS), count_cols(USER_COLS));
-        let part = |r: &SqlRow, from: usize, n: usize| SqlRow(r.0.iter().skip(from).take(n).cloned().collect());
         let present = |r: &SqlRow| !matches!(r.0.first(), None | Some(Val::Null));
         let mut params = p![tenant.0, id.0].to_vec();
         params.extend(users.iter().map(|u| Val::Int(u.0)));
@@ -842,9 +846,10 @@ impl<C: Conn> Tx for SqlTx<C> {
         const MEMBER_N: usize = count_cols(MEMBER_COLS);
         const USER_N: usize = count_cols(USER_COLS);
         let row = |r: &SqlRow| {
-            let member = SqlRow(r.0.iter().take(MEMBER_N).cloned().collect());
-            let user = SqlRow(r.0.iter().skip(MEMBER_N).take(USER_N).cloned().collect());
-            Ok((member_row(&member)?, user_row(&user)?))
+            Ok((
+                member_row(&part(r, 0, MEMBER_N))?,
+                user_row(&part(r, MEMBER_N, USER_N))?,
+            ))
         };
         match page {
             None => self.many(&ALL, p![tenant.0, chat.0], row),
@@ -1148,19 +1153,15 @@ impl<C: Conn> Tx for SqlTx<C> {
         at: Timestamp,
     ) -> TxResult<Message> {
         let uuid = Uuid::new_v4();
-        // A write: what `lock_chat_for` fetched is forgotten, as in `exec`.
-        self.prefetched.clear();
         let id = if self.c.dialect() == Dialect::Postgres {
             // From the sequence (PostgreSQL migration 5): no lock across the
             // tenant, one statement. Drawn after the chat's row lock, so the
             // ids of a chat's messages follow their commit order.
-            let id: Option<i64> = self.one(
+            MessageId(self.insert_id(
                 "INSERT INTO messages (tenant_id, id, uuid, chat_id, author_id, text, created_at) \
-                 VALUES (?1, nextval('messages_id_seq'), ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                 VALUES (?1, nextval('messages_id_seq'), ?2, ?3, ?4, ?5, ?6)",
                 p![tenant.0, uuid.to_string(), chat.0, author.0, text, at],
-                |r| r.get(0),
-            )?;
-            MessageId(id.ok_or_else(|| CoreError::Internal("an insert returned no id".into()))?)
+            )?)
         } else {
             let id = MessageId(self.next_id("messages", tenant)?);
             self.exec(
@@ -1571,10 +1572,7 @@ impl<C: Conn> AdminTx for SqlTx<C> {
         });
         const N: usize = count_cols(CRED_COLS);
         self.one(&SQL, p![kind.as_str(), secret_hash], |r| {
-            Ok((
-                cred_row(r)?,
-                tenant_row(&SqlRow(r.0.get(N..).unwrap_or_default().to_vec()))?,
-            ))
+            Ok((cred_row(r)?, tenant_row(&part(r, N, usize::MAX))?))
         })
     }
 

@@ -692,6 +692,29 @@ async fn group_of_two(store: &dyn Store, t: TenantId, owner: UserId, member: Use
         .unwrap()
 }
 
+/// User 1, the owner, removes `user` from chat `c` (`im.chat.user.delete`).
+fn owner_removes(t: TenantId, c: ChatId, user: UserId) -> Remove {
+    Remove {
+        tenant: t,
+        chat: ChatSelector::Id(c),
+        actor: Some(UserId(1)),
+        member: MemberRef::Id(user),
+        policy: RemovePolicy::Bitrix,
+        trace_id: None,
+    }
+}
+
+/// User 1, the owner, adds `user` to chat `c` (`im.chat.user.add`).
+fn owner_adds(t: TenantId, c: ChatId, user: UserId) -> Add {
+    Add {
+        tenant: t,
+        chat: c,
+        actor: Some(UserId(1)),
+        member: MemberRef::Id(user),
+        trace_id: None,
+    }
+}
+
 /// User 1's message "hello" to chat `c`.
 fn hello_from_user_1(t: TenantId, c: ChatId) -> SendMessage {
     SendMessage {
@@ -812,13 +835,7 @@ async fn pg_only_an_add_and_a_removal_are_two_round_trips_and_a_message_three() 
         .unwrap();
     let add = |user: i64| {
         let store = store.clone();
-        let cmd = Add {
-            tenant: t,
-            chat: c,
-            actor: Some(UserId(1)),
-            member: MemberRef::Id(UserId(user)),
-            trace_id: None,
-        };
+        let cmd = owner_adds(t, c, UserId(user));
         round_trips_of(store.clone(), async move {
             let out = store.write(move |tx| commands::add(tx.as_tx(), &cmd)).await.unwrap();
             assert!(out.added);
@@ -826,14 +843,7 @@ async fn pg_only_an_add_and_a_removal_are_two_round_trips_and_a_message_three() 
     };
     let remove = |user: i64| {
         let store = store.clone();
-        let cmd = Remove {
-            tenant: t,
-            chat: ChatSelector::Id(c),
-            actor: Some(UserId(1)),
-            member: MemberRef::Id(UserId(user)),
-            policy: RemovePolicy::Bitrix,
-            trace_id: None,
-        };
+        let cmd = owner_removes(t, c, UserId(user));
         round_trips_of(store.clone(), async move {
             store.write(move |tx| commands::remove(tx.as_tx(), &cmd)).await.unwrap();
         })
@@ -913,14 +923,7 @@ async fn membership_endings_are_the_leaves_and_removals_of_the_chat() {
         .write(move |tx| {
             let send = hello_from_user_1(t, c);
             commands::send_message(tx.as_tx(), &send)?;
-            let remove = Remove {
-                tenant: t,
-                chat: ChatSelector::Id(c),
-                actor: Some(UserId(1)),
-                member: MemberRef::Id(UserId(3)),
-                policy: RemovePolicy::Bitrix,
-                trace_id: None,
-            };
+            let remove = owner_removes(t, c, UserId(3));
             commands::remove(tx.as_tx(), &remove)?;
             commands::send_message(tx.as_tx(), &send).map(|_| ())
         })
@@ -995,13 +998,7 @@ async fn active_member_users_are_the_members_with_their_rows() {
     user_leaves(store.as_ref(), t, c, UserId(2)).await.unwrap();
     store
         .write(move |tx| {
-            let cmd = Add {
-                tenant: t,
-                chat: c,
-                actor: Some(UserId(1)),
-                member: MemberRef::Id(UserId(2)),
-                trace_id: None,
-            };
+            let cmd = owner_adds(t, c, UserId(2));
             commands::add(tx.as_tx(), &cmd).map(|_| ())
         })
         .await

@@ -326,13 +326,12 @@ async fn list_members(
         let members = tx.active_member_users(chat.tenant_id, chat.id, Some((offset, limit)))?;
         let mut out = Vec::new();
         for (m, u) in members {
-            let name = Some(u.name);
             let role = if chat.owner_id == Some(m.user_id) {
                 "owner"
             } else {
                 "member"
             };
-            out.push(json!({"userId": m.user_id, "name": name, "role": role, "joinedAt": iso8601(m.joined_at)}));
+            out.push(json!({"userId": m.user_id, "name": u.name, "role": role, "joinedAt": iso8601(m.joined_at)}));
         }
         Ok((out, total))
     })

@@ -1,9 +1,10 @@
 //! PostgreSQL store: a pool of tokio-postgres connections, each on a
 //! thread of its own ([`lanes`]), one transaction per job. Several confab
-//! nodes may share the database: commands on a chat serialize on its row lock (`SELECT … FOR UPDATE` in
-//! `lock_chat`), workers claim outbox rows and operations with
-//! `FOR UPDATE SKIP LOCKED`, per-tenant ids are allocated under a
-//! transaction advisory lock, and migrations run under a session advisory
+//! nodes may share the database: commands on a chat serialize on its row
+//! lock (`SELECT … FOR UPDATE` in `lock_chat`), workers claim outbox rows
+//! and operations with `FOR UPDATE SKIP LOCKED`, per-tenant ids are
+//! allocated under a transaction advisory lock (message ids come from a
+//! sequence, migration 5), and migrations run under a session advisory
 //! lock so that nodes starting together do not race.
 //!
 //! The port is synchronous (core rules are plain functions), so a job runs
