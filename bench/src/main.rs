@@ -44,6 +44,9 @@ pub(crate) enum Workload {
 enum Face {
     Vibecode,
     Bitrix,
+    /// Bitrix `imbot.chat.leave`: bots of one app leave, called with the
+    /// app's OAuth token (members 2.. of every chat are the app's bots).
+    BitrixBot,
     Chert,
     Linq,
 }
@@ -58,7 +61,9 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "scattered")]
         workload: Workload,
         /// Which face leaves: vibecode, bitrix (im.chat.leave by webhook),
-        /// chert (HMAC-signed) or linq (accept, then the webhook).
+        /// bitrix-bot (imbot.chat.leave: the members are an app's bots,
+        /// called with its OAuth token), chert (HMAC-signed) or linq
+        /// (accept, then the webhook).
         #[arg(long, value_enum, default_value = "vibecode")]
         face: Face,
         /// Vibecode and Bitrix: what each request does: leave
@@ -266,6 +271,15 @@ where
     Phase::collect(name, started, handles).await
 }
 
+/// The app whose bots leave with `--face bitrix-bot`.
+const BENCH_APP: &str = "confab.bench";
+
+/// Its OAuth token in tenant `slug`.
+fn oauth_token(slug: &str) -> String {
+    format!("oauth{slug}")
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn provision(
     client: &reqwest::Client,
     base: &str,
@@ -274,11 +288,17 @@ async fn provision(
     chats: usize,
     members: usize,
     outsiders: usize,
+    bots: bool,
 ) -> anyhow::Result<()> {
-    let users: Vec<Value> = (1..=members + outsiders)
+    // With bots, members 2.. of every chat are one app's bots, and the
+    // owner (user 1) has the app's OAuth token; otherwise every member is a
+    // person with a Vibecode key and a Bitrix webhook.
+    let people = if bots { 1 } else { members };
+    let users: Vec<Value> = (1..=people)
+        .chain(members + 1..=members + outsiders)
         .map(|u| json!({"id": u, "name": format!("u{u}")}))
         .collect();
-    let creds: Vec<Value> = (1..=members)
+    let mut creds: Vec<Value> = (1..=people)
         .flat_map(|u| {
             [
                 json!({"kind": "vibecode_personal", "secret": format!("vibe_api_{slug}_{u}"), "user": u, "scopes": ["im"]}),
@@ -286,7 +306,16 @@ async fn provision(
             ]
         })
         .collect();
-    let base_world = json!({"tenants": [{"slug": slug, "users": users, "credentials": creds}]});
+    let (mut apps, mut bot_users) = (Vec::new(), Vec::new());
+    if bots {
+        apps.push(json!({"client_id": BENCH_APP}));
+        bot_users = (2..=members)
+            .map(|u| json!({"id": u, "app": BENCH_APP, "name": format!("bot{u}")}))
+            .collect();
+        creds.push(json!({"kind": "bitrix_oauth", "secret": oauth_token(slug), "user": 1, "app": BENCH_APP, "scopes": ["imbot"]}));
+    }
+    let base_world =
+        json!({"tenants": [{"slug": slug, "users": users, "apps": apps, "bots": bot_users, "credentials": creds}]});
     let post = |w: Value| {
         let req = client
             .post(format!("{base}/admin/v1/world"))
@@ -344,6 +373,9 @@ async fn load(
         Workload::Scattered => (chats.unwrap_or(10_000), members.unwrap_or(20)),
         Workload::Concentrated => (chats.unwrap_or(4), members.unwrap_or(2000)),
     };
+    if face == Face::BitrixBot && op != plan::Op::Leave {
+        bail!("--face bitrix-bot measures leaves only (bots leave with imbot.chat.leave), not --op {op:?}");
+    }
     let (reqs, needed) = plan::plan(op, workload, chats, members, requests)?;
     let outsiders = outsiders.unwrap_or(needed);
     if outsiders < needed {
@@ -353,9 +385,18 @@ async fn load(
     let slug = tenant.unwrap_or_else(|| format!("bench{}", rand::random::<u32>()));
     let t = Instant::now();
     if !reuse {
-        provision(&client, &base, &token, &slug, chats, members, outsiders)
-            .await
-            .context("provisioning")?;
+        provision(
+            &client,
+            &base,
+            &token,
+            &slug,
+            chats,
+            members,
+            outsiders,
+            face == Face::BitrixBot,
+        )
+        .await
+        .context("provisioning")?;
     }
     let provision_s = t.elapsed().as_secs_f64();
     if requests == 0 {
@@ -380,12 +421,24 @@ async fn load(
     let (c2, b2, s2) = (client.clone(), base.clone(), slug.clone());
     let name = match (face, op) {
         (Face::Bitrix, plan::Op::Leave) => "bitrix im.chat.leave".to_string(),
+        (Face::BitrixBot, _) => "bitrix imbot.chat.leave".to_string(),
         (Face::Bitrix, plan::Op::Remove) => "bitrix im.chat.user.delete".to_string(),
         (Face::Bitrix, plan::Op::Add) => "bitrix im.chat.user.add".to_string(),
         (Face::Bitrix, plan::Op::Send) => "bitrix im.message.add".to_string(),
         (face, op) => format!("{face:?} {op:?}").to_lowercase(),
     };
     let bitrix = face == Face::Bitrix;
+    let bot_leave = {
+        let (c, url, token) = (
+            client.clone(),
+            format!("{base}/rest/imbot.chat.leave.json"),
+            oauth_token(&slug),
+        );
+        move |chat: usize, bot: usize| {
+            c.post(&url)
+                .json(&json!({"CHAT_ID": chat, "BOT_ID": bot, "auth": token}))
+        }
+    };
     let mut measured = drive(&name, concurrency, requests, move |i| {
         let vibecode_as = |method: reqwest::Method, path: String, user: usize| {
             c2.request(method, format!("{b2}/v1/chats/{path}"))
@@ -397,6 +450,7 @@ async fn load(
                 .json(&body)
         };
         match reqs[i] {
+            plan::Req::Leave { chat, user } if face == Face::BitrixBot => bot_leave(chat, user),
             plan::Req::Leave { chat, user } if bitrix => bitrix_call("im.chat.leave", user, json!({"CHAT_ID": chat})),
             plan::Req::Leave { chat, user } => vibecode(format!("{chat}/leave"), user),
             // The owner (user 1) removes.
@@ -429,13 +483,13 @@ async fn load(
     let rss = peak_rss_mb(pid);
     println!("workload {workload:?}, {op:?}: {chats} chats x {members} members, concurrency {concurrency}, provisioned in {provision_s:.1} s");
     println!(
-        "{:<16} {:>9} {:>7} {:>11} {:>7} {:>8} {:>8} {:>9}",
+        "{:<24} {:>9} {:>7} {:>11} {:>7} {:>8} {:>8} {:>9}",
         "phase", "ok", "errors", "per second", "ratio", "p50 ms", "p99 ms", "p99.9 ms"
     );
     for p in [&health, &measured] {
         let l = &p.latencies_ms;
         println!(
-            "{:<16} {:>9} {:>7} {:>11.0} {:>7.3} {:>8.2} {:>8.2} {:>9.2}",
+            "{:<24} {:>9} {:>7} {:>11.0} {:>7.3} {:>8.2} {:>8.2} {:>9.2}",
             p.name,
             p.ok,
             p.errors,
@@ -565,7 +619,7 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            if face == Face::Vibecode || face == Face::Bitrix {
+            if matches!(face, Face::Vibecode | Face::Bitrix | Face::BitrixBot) {
                 if webhook {
                     bail!("--webhook is for the chert face: no face announces a user's leave from a Vibecode or Bitrix chat");
                 }

@@ -149,37 +149,23 @@ fn event(
 fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, Option<User>, policy::LeaveDecision), CoreError> {
     // Seed 001: the bot is resolved before the chat is looked at.
     let bot = match &cmd.leaver {
-        Leaver::Bot { app, bot_id } => {
-            let requested = match bot_id {
-                Some(id) => tx.user(cmd.tenant, *id)?,
-                None => None,
-            };
-            // An unregistered (deactivated) bot is no bot of the app.
-            let app_bots: Vec<User> = tx
-                .bots_of_app(cmd.tenant, *app)?
-                .into_iter()
-                .filter(|b| b.active)
-                .collect();
-            Some(policy::resolve_bot(
-                *app,
-                *bot_id,
-                requested.as_ref().filter(|u| u.active),
-                &app_bots,
-            )?)
-        }
+        Leaver::Bot { app, bot_id } => Some(acting_bot(tx, cmd.tenant, *app, *bot_id)?),
         _ => None,
     };
-    let chat = match &cmd.leaver {
+    let chat = match (&cmd.leaver, &bot) {
         // The leaver's membership and user row are needed next.
-        Leaver::User(id) => tx
+        (Leaver::User(id), _) => tx
             .lock_chat_for(cmd.tenant, cmd.chat, &[*id])?
+            .ok_or(CoreError::ChatNotFound)?,
+        (_, Some(bot)) => tx
+            .lock_chat_for(cmd.tenant, cmd.chat, &[bot.id])?
             .ok_or(CoreError::ChatNotFound)?,
         _ => find_chat(tx, cmd.tenant, cmd.chat)?,
     };
     let line = pinned_line(tx, &chat)?;
     let leaver = match &cmd.leaver {
         Leaver::User(id) => Some(*id),
-        Leaver::Bot { .. } => bot,
+        Leaver::Bot { .. } => bot.as_ref().map(|b| b.id),
         Leaver::Line => None,
     };
     let members = roster(tx, &chat, &[leaver, line.as_ref().map(|l| l.user_id)])?;
@@ -189,7 +175,10 @@ fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, Option<User
             let decision = policy::bitrix_leave(&chat, &members, &user, members.latest(user.id))?;
             (user.id, Some(user), decision)
         }
-        (Leaver::Bot { .. }, Some(bot)) => (bot, None, policy::bot_leave(&chat, &members, bot, members.latest(bot))?),
+        (Leaver::Bot { .. }, Some(bot)) => {
+            let decision = policy::bot_leave(&chat, &members, bot.id, members.latest(bot.id))?;
+            (bot.id, Some(bot), decision)
+        }
         (Leaver::Bot { .. }, None) => return Err(CoreError::BotNotFound),
         (Leaver::Line, _) => {
             let decision = policy::imessage_leave(&chat, &members, line.as_ref())?;
@@ -198,6 +187,22 @@ fn plan_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<(Chat, UserId, Option<User
         }
     };
     Ok((chat, user_id, user, decision))
+}
+
+/// The bot an app acts as (Bitrix `imbot.*`, seed 001): the one `bot_id`
+/// names, or the app's first bot when none is named. A deactivated
+/// (unregistered) bot is no bot of the app. The app's bots are read only
+/// when none is named.
+pub fn acting_bot(tx: &mut dyn Tx, tenant: TenantId, app: AppId, bot_id: Option<UserId>) -> Result<User, CoreError> {
+    let requested = match bot_id {
+        Some(id) => tx.user(tenant, id)?.filter(|u| u.active),
+        None => None,
+    };
+    let app_bots: Vec<User> = match bot_id {
+        Some(_) => Vec::new(),
+        None => tx.bots_of_app(tenant, app)?.into_iter().filter(|b| b.active).collect(),
+    };
+    policy::resolve_bot(app, bot_id, requested.as_ref(), &app_bots).cloned()
 }
 
 /// The rules of a leave, checked without applying it: how an asynchronous
@@ -645,9 +650,9 @@ pub fn register_bot(tx: &mut dyn Tx, cmd: &RegisterBot) -> Result<User, CoreErro
 /// each) and is deactivated. Only its own app may do it.
 pub fn unregister_bot(tx: &mut dyn Tx, tenant: TenantId, app: AppId, bot_id: UserId) -> Result<User, CoreError> {
     let requested = tx.user(tenant, bot_id)?;
-    let app_bots = tx.bots_of_app(tenant, app)?;
-    let bot = policy::resolve_bot(app, Some(bot_id), requested.as_ref(), &app_bots)?;
-    let user = find_user(tx, tenant, bot)?;
+    // A named bot is resolved without the app's other bots.
+    let user = policy::resolve_bot(app, Some(bot_id), requested.as_ref(), &[])?.clone();
+    let bot = user.id;
     if !user.active {
         return Err(CoreError::BotNotFound);
     }

@@ -129,13 +129,14 @@ pub fn bitrix_leave(
 
 /// `LeavePolicy::Bot`, step 1 — which bot leaves (seed 001). `requested` is
 /// the user named by `BOT_ID` (None if absent or unknown); `app_bots` are
-/// the app's bots in registration order.
-pub fn resolve_bot(
+/// the app's bots in registration order, consulted only when `BOT_ID` is
+/// absent.
+pub fn resolve_bot<'a>(
     app: AppId,
     bot_id: Option<UserId>,
-    requested: Option<&User>,
-    app_bots: &[User],
-) -> Result<UserId, CoreError> {
+    requested: Option<&'a User>,
+    app_bots: &'a [User],
+) -> Result<&'a User, CoreError> {
     match bot_id {
         Some(_) => {
             let bot = requested
@@ -144,11 +145,11 @@ pub fn resolve_bot(
             if bot.app_id != Some(app) {
                 return Err(CoreError::ForeignBot);
             }
-            Ok(bot.id)
+            Ok(bot)
         }
         // "If the parameter is not passed, the method looks for the first
         // bot registered by the current application."
-        None => app_bots.first().map(|b| b.id).ok_or(CoreError::BotNotFound),
+        None => app_bots.first().ok_or(CoreError::BotNotFound),
     }
 }
 

@@ -198,16 +198,7 @@ fn no_client_id() -> BitrixError {
 /// Resolves the acting bot (BOT_ID, or the app's first bot).
 fn acting_bot(tx: &mut dyn StoreTx, ctx: &Ctx, p: &Params, bot: Option<UserId>) -> Result<UserId, CoreError> {
     let app = app_required(tx, ctx, p)?;
-    let requested = match bot {
-        Some(id) => tx.user(ctx.tenant.id, id)?,
-        None => None,
-    };
-    let bots: Vec<User> = tx
-        .bots_of_app(ctx.tenant.id, app)?
-        .into_iter()
-        .filter(|b| b.active)
-        .collect();
-    policy::resolve_bot(app, bot, requested.as_ref().filter(|u| u.active), &bots)
+    commands::acting_bot(tx.as_tx(), ctx.tenant.id, app, bot).map(|b| b.id)
 }
 
 pub async fn call(st: &AppState, ctx: &Ctx, method: &str, p: &Params) -> R {

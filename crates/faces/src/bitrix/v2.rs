@@ -11,7 +11,7 @@ use crate::AppState;
 use confab_core::commands::{
     self, Add, ChatSelector, CreateChat, Creator, Leave, Leaver, MemberRef, Remove, TransferOwner,
 };
-use confab_core::policy::{self, RemovePolicy};
+use confab_core::policy::RemovePolicy;
 use confab_core::tx::StoreTx;
 use confab_core::*;
 use confab_store::StoreExt;
@@ -64,9 +64,7 @@ fn own_bot(tx: &mut dyn StoreTx, ctx: &Ctx, p: &Params, bot: UserId) -> Result<U
             None => return Err(CoreError::Invalid(String::new())),
         },
     };
-    let requested = tx.user(ctx.tenant.id, bot)?;
-    let bots = tx.bots_of_app(ctx.tenant.id, app)?;
-    policy::resolve_bot(app, Some(bot), requested.as_ref().filter(|u| u.active), &bots)
+    commands::acting_bot(tx.as_tx(), ctx.tenant.id, app, Some(bot)).map(|b| b.id)
 }
 
 async fn write<T, F>(st: &AppState, method: Method, f: F) -> Result<T, BitrixError>
