@@ -4,9 +4,7 @@
 //! subscriptions, the outbox with its pending rows and attempts, queued
 //! operations, idempotency keys, settings) — in ONE PostgreSQL transaction,
 //! then reads both back and compares them row by row before committing.
-//! Short-lived state (rate-limit buckets, seen signatures) is not copied,
-//! nor SQLite's `user_chats` (a lookup table of its own: PostgreSQL finds a
-//! person's chats through the index `memberships_user`).
+//! Short-lived state (rate-limit buckets, seen signatures) is not copied.
 
 use crate::postgres::{parse_url, ConnectError, Connector, PgOptions, PgStore};
 use crate::sql::{dollar_placeholders, SqlRow, Val};
@@ -20,6 +18,7 @@ const TABLES: &[(&str, &str)] = &[
     ("lines", "tenant_id, id"),
     ("chats", "tenant_id, id"),
     ("memberships", "tenant_id, chat_id, user_id, ended"),
+    ("user_chats", "tenant_id, user_id, chat_id"),
     ("crm_links", "seq"),
     ("messages", "tenant_id, id"),
     ("events", "id"),

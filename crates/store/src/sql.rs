@@ -75,6 +75,37 @@ macro_rules! p {
 }
 pub use p;
 
+/// [`Tx::chats_page`]'s statement for a kind of member filter; parameters
+/// tenant, network, line (or NULL), limit, offset, and for a person their
+/// id. Newest first along the primary key, stopping after offset + limit
+/// rows. A person, former member included: every chat they ever joined is
+/// in `user_chats`. Members without a handle: the chat's memberships, each
+/// with its user. One statement per kind, none with an `IS NULL OR` on the
+/// member: a generic plan (a pooled connection's, after five executions)
+/// has to serve every value of such a condition, so PostgreSQL walked
+/// every chat of the tenant and checked each against the person's chats
+/// instead of starting from them.
+pub(crate) fn chats_page_sql(member: MemberFilter) -> &'static str {
+    const OF_NETWORK_AND_LINE: &str =
+        "tenant_id = ?1 AND network = ?2 AND (CAST(?3 AS BIGINT) IS NULL OR line_id = ?3)";
+    const NEWEST_FIRST: &str = "ORDER BY id DESC LIMIT ?4 OFFSET ?5";
+    match member {
+        MemberFilter::Any => sql!("SELECT {CHAT_COLS} FROM chats WHERE {OF_NETWORK_AND_LINE} {NEWEST_FIRST}"),
+        MemberFilter::User(_) => sql!(
+            "SELECT {CHAT_COLS} FROM chats WHERE {OF_NETWORK_AND_LINE} \
+             AND id IN (SELECT u.chat_id FROM user_chats u WHERE u.tenant_id = ?1 AND u.user_id = ?6) \
+             {NEWEST_FIRST}"
+        ),
+        MemberFilter::WithoutHandle => sql!(
+            "SELECT {CHAT_COLS} FROM chats WHERE {OF_NETWORK_AND_LINE} \
+             AND EXISTS (SELECT 1 FROM memberships m JOIN users u \
+             ON u.tenant_id = m.tenant_id AND u.id = m.user_id \
+             WHERE m.tenant_id = ?1 AND m.chat_id = chats.id AND COALESCE(u.handle, '') = '') \
+             {NEWEST_FIRST}"
+        ),
+    }
+}
+
 /// The chats where user ?2 of tenant ?1 is an active member (`chat_id`
 /// column). PostgreSQL finds them in the partial index `memberships_user`;
 /// SQLite in `user_chats` (every chat the person ever joined), each checked
@@ -1052,9 +1083,13 @@ impl<C: Conn> Tx for SqlTx<C> {
             // active, so it fails only if the database does. Without the
             // chat's row `seq` would be NULL, which its column refuses, so
             // the transaction fails then as it does on SQLite at once.
+            // The person's chats (PostgreSQL migration 6) in the same
+            // statement.
             self.exec_deferred(
                 "WITH c AS (UPDATE chats SET active_count = active_count + 1, member_seq = member_seq + 1 \
-                 WHERE tenant_id = ?1 AND id = ?2 RETURNING member_seq) \
+                 WHERE tenant_id = ?1 AND id = ?2 RETURNING member_seq), \
+                 u AS (INSERT INTO user_chats (tenant_id, user_id, chat_id) VALUES (?1, ?3, ?2) \
+                 ON CONFLICT DO NOTHING) \
                  INSERT INTO memberships (tenant_id, chat_id, user_id, ended, seq, role, joined_at) \
                  VALUES (?1, ?2, ?3, 0, (SELECT member_seq FROM c), ?4, ?5)",
                 p![tenant.0, chat.0, user.0, role.as_str(), at],
@@ -1079,13 +1114,11 @@ impl<C: Conn> Tx for SqlTx<C> {
              VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
             p![tenant.0, chat.0, user.0, seq, role.as_str(), at],
         )?;
-        if self.c.dialect() == Dialect::Sqlite {
-            // The person's chats, for `chat_ids_of_user` (SQLite migration 9).
-            self.exec(
-                "INSERT OR IGNORE INTO user_chats (tenant_id, user_id, chat_id) VALUES (?1, ?2, ?3)",
-                p![tenant.0, user.0, chat.0],
-            )?;
-        }
+        // The person's chats, for `chat_ids_of_user` (SQLite migration 9).
+        self.exec(
+            "INSERT OR IGNORE INTO user_chats (tenant_id, user_id, chat_id) VALUES (?1, ?2, ?3)",
+            p![tenant.0, user.0, chat.0],
+        )?;
         self.forget_count(tenant, chat);
         Ok(())
     }
@@ -1392,52 +1425,15 @@ impl<C: Conn> AdminTx for SqlTx<C> {
     }
 
     fn chats_page(&mut self, tenant: TenantId, filter: ChatFilter, offset: usize, limit: usize) -> TxResult<Vec<Chat>> {
-        const WITHOUT_HANDLE: &str = "EXISTS (SELECT 1 FROM memberships m JOIN users u \
-             ON u.tenant_id = m.tenant_id AND u.id = m.user_id \
-             WHERE m.tenant_id = ?1 AND m.chat_id = chats.id AND COALESCE(u.handle, '') = '')";
-        // Newest first along the primary key, stopping after offset +
-        // limit rows. A member filter, former members included: SQLite
-        // has every chat a person ever joined in `user_chats`; PostgreSQL
-        // looks up (chat, user) in the memberships key, chat by chat (its
-        // user index holds active memberships only). Members without a
-        // handle: the chat's memberships, each with its user.
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        let sql = match self.c.dialect() {
-            Dialect::Postgres => sql!(
-                "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND network = ?2 \
-                 AND (CAST(?3 AS BIGINT) IS NULL OR line_id = ?3) \
-                 AND (CAST(?4 AS BIGINT) IS NULL OR EXISTS (SELECT 1 FROM memberships m \
-                      WHERE m.tenant_id = ?1 AND m.chat_id = chats.id AND m.user_id = ?4)) \
-                 AND (CAST(?7 AS BIGINT) = 0 OR {WITHOUT_HANDLE}) \
-                 ORDER BY id DESC LIMIT ?5 OFFSET ?6"
-            ),
-            Dialect::Sqlite => sql!(
-                "SELECT {CHAT_COLS} FROM chats WHERE tenant_id = ?1 AND network = ?2 \
-                 AND (CAST(?3 AS BIGINT) IS NULL OR line_id = ?3) \
-                 AND (CAST(?4 AS BIGINT) IS NULL OR id IN (SELECT u.chat_id FROM user_chats u \
-                      WHERE u.tenant_id = ?1 AND u.user_id = ?4)) \
-                 AND (CAST(?7 AS BIGINT) = 0 OR {WITHOUT_HANDLE}) \
-                 ORDER BY id DESC LIMIT ?5 OFFSET ?6"
-            ),
+        let (tenant, network, line) = (tenant.0, filter.network.as_str(), filter.line.map(|l| l.0));
+        let (limit, offset) = (count(limit), count(offset));
+        let sql = chats_page_sql(filter.member);
+        let params = match filter.member {
+            MemberFilter::User(u) => p![tenant, network, line, limit, offset, u.0],
+            MemberFilter::Any | MemberFilter::WithoutHandle => p![tenant, network, line, limit, offset],
         };
-        let (user, without_handle) = match filter.member {
-            MemberFilter::Any => (None, 0),
-            MemberFilter::User(u) => (Some(u.0), 0),
-            MemberFilter::WithoutHandle => (None, 1),
-        };
-        self.many(
-            sql,
-            p![
-                tenant.0,
-                filter.network.as_str(),
-                filter.line.map(|l| l.0),
-                user,
-                count(limit),
-                count(offset),
-                without_handle as i64
-            ],
-            chat_row,
-        )
+        self.many(sql, params, chat_row)
     }
 
     fn chats_of_user(&mut self, tenant: TenantId, user: UserId) -> TxResult<Vec<Chat>> {

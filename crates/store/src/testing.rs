@@ -162,8 +162,8 @@ pub fn group(
 pub const MEMBERSHIPS_BEFORE_THE_MOVE: &str = "
     INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', 0);
     INSERT INTO chats (tenant_id, id, uuid, kind, network, title, owner_id, created_at, active_count)
-        VALUES (1, 1, 'c1', 'group', 'internal', 'one', 1, 0, 2),
-               (1, 2, 'c2', 'group', 'internal', 'two', 1, 0, 1);
+        VALUES (1, 1, '00000000-0000-0000-0000-000000000001', 'group', 'internal', 'one', 1, 0, 2),
+               (1, 2, '00000000-0000-0000-0000-000000000002', 'group', 'internal', 'two', 1, 0, 1);
     INSERT INTO memberships (seq, tenant_id, chat_id, user_id, role, joined_at, left_at) VALUES
         (1, 1, 1, 1, 'owner', 10, NULL),
         (2, 1, 2, 1, 'owner', 11, NULL),
@@ -196,6 +196,22 @@ pub async fn assert_memberships_survived_the_move(store: Arc<dyn Store>) {
         store.read(move |tx| tx.chat_ids_of_user(t, UserId(2))).await,
         Ok(vec![one])
     );
+    // Former members too, in a chat list filtered by member, from the rows
+    // copied by the migrations (SQLite 9, PostgreSQL 6): user 3 has left.
+    let chats_with = |user: i64| {
+        let filter = confab_core::tx::ChatFilter {
+            network: confab_core::Network::Internal,
+            line: None,
+            member: confab_core::tx::MemberFilter::User(UserId(user)),
+        };
+        let store = store.clone();
+        async move {
+            let page = store.read(move |tx| tx.chats_page(t, filter, 0, 10)).await;
+            page.map(|chats| chats.iter().map(|c| c.id).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(chats_with(3).await, Ok(vec![one]));
+    assert_eq!(chats_with(1).await, Ok(vec![two, one]));
 
     let changed = store
         .write(move |tx| {
@@ -229,6 +245,8 @@ pub async fn assert_memberships_survived_the_move(store: Arc<dyn Store>) {
         store.read(move |tx| tx.chat_ids_of_user(t, UserId(4))).await,
         Ok(vec![one])
     );
+    assert_eq!(chats_with(4).await, Ok(vec![one]));
+    assert_eq!(chats_with(2).await, Ok(vec![one]));
     assert_eq!(
         store.read(move |tx| tx.chat_ids_of_user(t, UserId(2))).await,
         Ok(vec![])

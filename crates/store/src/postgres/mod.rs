@@ -47,8 +47,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/postgres/0004_replay_nonce_expiry.sql"),
     ),
     (5, include_str!("../../migrations/postgres/0005_message_sequence.sql")),
+    (6, include_str!("../../migrations/postgres/0006_user_chats.sql")),
 ];
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 /// Key of the session advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x636f_6e66_6162; // "confab"
 
@@ -752,6 +753,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A page of a person's chats (Linq's `to=`), as a pooled connection
+    /// runs it after five executions (a generic plan), starts from the
+    /// person's `user_chats` rows (migration 6). With an `IS NULL OR` on the
+    /// member, the generic plan walked every chat of the tenant and checked
+    /// each against a hashed list of the person's chats (a `SubPlan`).
+    #[tokio::test]
+    async fn pg_only_a_page_of_a_persons_chats_starts_from_their_chats() {
+        let store = open_pg(&create_database().await, &PgOptions::default()).await;
+        let client = client(&store).await;
+        client
+            .batch_execute(
+                "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't1', 'T', 0); \
+                 INSERT INTO chats (tenant_id, id, uuid, kind, network, title, created_at, active_count) \
+                 SELECT 1, c, 'chat' || c, 'group', 'imessage', 't', 0, 0 FROM generate_series(1, 5000) c; \
+                 INSERT INTO user_chats (tenant_id, user_id, chat_id) \
+                 SELECT 1, c % 1000, c FROM generate_series(1, 5000) c; \
+                 ANALYZE chats; ANALYZE user_chats; SET plan_cache_mode = force_generic_plan;",
+            )
+            .await
+            .expect("a tenant of 5,000 chats");
+        let sql = crate::sql::chats_page_sql(confab_core::tx::MemberFilter::User(confab_core::UserId(7)));
+        let prepare = format!("PREPARE page AS {}", crate::sql::dollar_placeholders(sql));
+        client.batch_execute(&prepare).await.expect("prepare");
+        let rows = client
+            .query("EXPLAIN EXECUTE page(1, 'imessage', NULL, 21, 0, 7)", &[])
+            .await
+            .expect("explain");
+        let text = rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("user_chats"), "{text}");
+        assert!(
+            !text.contains("SubPlan"),
+            "the person's chats checked chat by chat:\n{text}"
+        );
+        let found = client
+            .query("EXECUTE page(1, 'imessage', NULL, 21, 0, 7)", &[])
+            .await
+            .expect("execute");
+        let ids: Vec<i64> = found.iter().map(|r| r.get("id")).collect();
+        assert_eq!(ids, [4007, 3007, 2007, 1007, 7]);
     }
 
     /// The sweep of expired Chert signatures reads only the expired ones
