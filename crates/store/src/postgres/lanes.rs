@@ -290,23 +290,28 @@ impl Lanes {
             return Ok(());
         }
         if st.lanes < st.slots.len() {
+            // The lane's number is taken under the lock, the thread started
+            // outside it: starting a thread takes long enough to hold up
+            // every other job's push.
             let id = st.lanes;
+            st.lanes += 1;
+            drop(st);
             let shared = self.shared.clone();
             let started = std::thread::Builder::new()
                 .name(format!("confab-pg-{id}"))
                 .spawn(move || lane(&shared, id, task));
-            return match started {
-                Ok(_) => {
-                    st.lanes += 1;
-                    Ok(())
-                }
+            if let Err(e) = started {
                 // The task went with the closure: its requester hears that
-                // the thread ended.
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start a PostgreSQL connection thread");
-                    Ok(())
+                // the thread ended. A later push may start this lane again,
+                // unless another lane started meanwhile: then its number
+                // stays unused and the pool is one lane smaller.
+                tracing::error!(error = %e, "cannot start a PostgreSQL connection thread");
+                let mut st = self.shared.lock();
+                if st.lanes == id + 1 {
+                    st.lanes = id;
                 }
-            };
+            }
+            return Ok(());
         }
         st.queue.push_back(task);
         Ok(())
