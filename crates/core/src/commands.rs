@@ -214,7 +214,7 @@ pub fn check_leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<Chat, CoreError> {
 pub fn leave(tx: &mut dyn Tx, cmd: &Leave) -> Result<LeaveOutcome, CoreError> {
     let (mut chat, user_id, user, decision) = plan_leave(tx, cmd)?;
     let now = tx.now();
-    tx.close_membership(chat.tenant_id, chat.id, user_id, now)?;
+    tx.close_membership(chat.tenant_id, chat.id, user_id, now, false)?;
     if !decision.keep_owner && chat.owner_id == Some(user_id) {
         tx.set_owner(chat.tenant_id, chat.id, None)?;
         chat.owner_id = None;
@@ -327,7 +327,7 @@ pub fn check_remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<Chat, CoreError> {
 pub fn remove(tx: &mut dyn Tx, cmd: &Remove) -> Result<RemoveOutcome, CoreError> {
     let (chat, target) = plan_remove(tx, cmd)?;
     let now = tx.now();
-    tx.close_membership(chat.tenant_id, chat.id, target.id, now)?;
+    tx.close_membership(chat.tenant_id, chat.id, target.id, now, true)?;
     let event = event(tx, &chat, EventKind::Removed, cmd.actor, Some(target.id), &cmd.trace_id)?;
     // No roster in the outcome, as with `add`.
     Ok(RemoveOutcome {
@@ -659,7 +659,7 @@ pub fn unregister_bot(tx: &mut dyn Tx, tenant: TenantId, app: AppId, bot_id: Use
     let now = tx.now();
     for chat_id in chats_of(tx, tenant, bot)? {
         if let Some(chat) = tx.lock_chat(tenant, chat_id)? {
-            tx.close_membership(tenant, chat.id, bot, now)?;
+            tx.close_membership(tenant, chat.id, bot, now, false)?;
             event(tx, &chat, EventKind::Left, Some(bot), Some(bot), &None)?;
         }
     }

@@ -207,6 +207,9 @@ pub struct Membership {
     pub role: Role,
     pub joined_at: Timestamp,
     pub left_at: Option<Timestamp>,
+    /// Ended by a removal (someone else took the member out), not by
+    /// leaving; false while active.
+    pub removed: bool,
 }
 
 impl Membership {

@@ -39,6 +39,7 @@ fn member(u: UserId) -> Membership {
         role: Role::Member,
         joined_at: 0,
         left_at: None,
+        removed: false,
     }
 }
 

@@ -115,7 +115,16 @@ pub trait Tx {
         role: Role,
         at: Timestamp,
     ) -> TxResult<()>;
-    fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()>;
+    /// Ends the user's active membership at `at`: `removed` when someone
+    /// else takes them out, not when they leave.
+    fn close_membership(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        user: UserId,
+        at: Timestamp,
+        removed: bool,
+    ) -> TxResult<()>;
     fn set_role(&mut self, tenant: TenantId, chat: ChatId, user: UserId, role: Role) -> TxResult<()>;
     fn set_title(&mut self, tenant: TenantId, chat: ChatId, title: &str) -> TxResult<()>;
     fn set_owner(&mut self, tenant: TenantId, chat: ChatId, owner: Option<UserId>) -> TxResult<()>;
@@ -169,9 +178,6 @@ pub trait AdminTx {
     ) -> TxResult<Vec<Message>>;
     fn crm_links(&mut self, tenant: TenantId) -> TxResult<Vec<(CrmEntity, ChatId)>>;
     fn events(&mut self, tenant: TenantId, chat: Option<ChatId>) -> TxResult<Vec<Event>>;
-    /// The chat's `left` and `removed` events, oldest first: how its
-    /// memberships ended, without reading every message's event.
-    fn membership_endings(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Event>>;
     fn insert_credential(&mut self, cred: NewCredential) -> TxResult<Credential>;
     fn credential_by_hash(&mut self, kind: CredentialKind, secret_hash: &str) -> TxResult<Option<Credential>>;
     /// [`AdminTx::credential_by_hash`] with the credential's tenant: what

@@ -127,7 +127,7 @@ pub(crate) fn active_members_sql() -> &'static str {
 /// PostgreSQL's leave: the membership closed and the chat's count kept in
 /// one statement (?1 tenant, ?2 chat, ?3 user, ?4 when).
 pub(crate) const CLOSE_MEMBERSHIP_PG: &str =
-    "WITH closed AS (UPDATE memberships SET ended = seq, left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0 RETURNING 1) \
+    "WITH closed AS (UPDATE memberships SET ended = seq, left_at = ?4, removed = ?5 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0 RETURNING 1) \
      UPDATE chats SET active_count = active_count - (SELECT count(*) FROM closed) WHERE tenant_id = ?1 AND id = ?2";
 
 /// How a read column becomes a Rust value.
@@ -413,7 +413,7 @@ fn user_row(r: &SqlRow) -> TxResult<User> {
     })
 }
 
-const MEMBER_COLS: &str = "chat_id, user_id, role, joined_at, left_at";
+const MEMBER_COLS: &str = "chat_id, user_id, role, joined_at, left_at, removed";
 /// A user's active membership of a chat, by its full key.
 pub static MEMBERSHIP_ACTIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
@@ -444,6 +444,7 @@ fn member_row(r: &SqlRow) -> TxResult<Membership> {
         role: Role::parse(&role).ok_or_else(|| bad("role", &role))?,
         joined_at: r.get(3)?,
         left_at: r.get(4)?,
+        removed: r.get(5)?,
     })
 }
 
@@ -1123,17 +1124,25 @@ impl<C: Conn> Tx for SqlTx<C> {
         Ok(())
     }
 
-    fn close_membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId, at: Timestamp) -> TxResult<()> {
+    fn close_membership(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        user: UserId,
+        at: Timestamp,
+        removed: bool,
+    ) -> TxResult<()> {
         if self.c.dialect() == Dialect::Postgres {
             // One statement for both changes, sent with the next one
             // (the event's insert): no round trip of its own.
-            self.exec_deferred(CLOSE_MEMBERSHIP_PG, p![tenant.0, chat.0, user.0, at])?;
+            self.exec_deferred(CLOSE_MEMBERSHIP_PG, p![tenant.0, chat.0, user.0, at, removed])?;
             self.forget_count(tenant, chat);
             return Ok(());
         }
         let closed = self.exec(
-            "UPDATE memberships SET ended = seq, left_at = ?4 WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0",
-            p![tenant.0, chat.0, user.0, at],
+            "UPDATE memberships SET ended = seq, left_at = ?4, removed = ?5 \
+             WHERE tenant_id = ?1 AND chat_id = ?2 AND user_id = ?3 AND ended = 0",
+            p![tenant.0, chat.0, user.0, at, removed],
         )?;
         if closed > 0 {
             self.exec(
@@ -1511,14 +1520,6 @@ impl<C: Conn> AdminTx for SqlTx<C> {
                 event_row,
             ),
         }
-    }
-
-    fn membership_endings(&mut self, tenant: TenantId, chat: ChatId) -> TxResult<Vec<Event>> {
-        self.many(
-            sql!("SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND chat_id = ?2 AND kind IN ('left', 'removed') ORDER BY id"),
-            p![tenant.0, chat.0],
-            event_row,
-        )
     }
 
     fn insert_credential(&mut self, c: NewCredential) -> TxResult<Credential> {
@@ -2023,7 +2024,14 @@ mod tests {
         if !sql.contains("LEFT JOIN LATERAL") {
             return Vec::new();
         }
-        let member = [Val::Int(7), Val::Int(3), t("member"), Val::Int(100), Val::Null];
+        let member = [
+            Val::Int(7),
+            Val::Int(3),
+            t("member"),
+            Val::Int(100),
+            Val::Null,
+            Val::Bool(false),
+        ];
         let user = [
             Val::Int(1),
             Val::Int(3),

@@ -158,7 +158,9 @@ pub fn group(
 
 /// Memberships as a database made before they were keyed by chat holds them
 /// (SQLite schema 7, PostgreSQL schema 1): `seq` is global, so the two
-/// chats' rows interleave; in chat 1 user 2 left and came back, user 3 left.
+/// chats' rows interleave; in chat 1 user 2 was removed and came back, user
+/// 3 left (as their events say, the only record of how before SQLite
+/// schema 10 and PostgreSQL schema 7).
 pub const MEMBERSHIPS_BEFORE_THE_MOVE: &str = "
     INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', 0);
     INSERT INTO chats (tenant_id, id, uuid, kind, network, title, owner_id, created_at, active_count)
@@ -169,7 +171,11 @@ pub const MEMBERSHIPS_BEFORE_THE_MOVE: &str = "
         (2, 1, 2, 1, 'owner', 11, NULL),
         (3, 1, 1, 2, 'member', 12, 13),
         (4, 1, 1, 3, 'member', 14, 15),
-        (5, 1, 1, 2, 'member', 16, NULL);";
+        (5, 1, 1, 2, 'member', 16, NULL);
+    INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, at) VALUES
+        ('e1', 1, 1, 'removed', 1, 2, 13),
+        ('e2', 1, 1, 'message_sent', 3, NULL, 15),
+        ('e3', 1, 1, 'left', 3, 3, 15);";
 
 /// After the migration that keys memberships by (tenant, chat, user,
 /// ended), a store opened on [`MEMBERSHIPS_BEFORE_THE_MOVE`] shows the same
@@ -182,6 +188,12 @@ pub async fn assert_memberships_survived_the_move(store: Arc<dyn Store>) {
     let rows = |v: Vec<Membership>| -> Vec<(i64, Option<i64>)> { v.iter().map(|m| (m.user_id.0, m.left_at)).collect() };
     let history = store.read(move |tx| tx.membership_history(t, one)).await.map(rows);
     assert_eq!(history, Ok(vec![(1, None), (2, Some(13)), (3, Some(15)), (2, None)]));
+    // How each ended, from the events (SQLite migration 10, PostgreSQL 7).
+    let removed = store
+        .read(move |tx| tx.membership_history(t, one))
+        .await
+        .map(|v| v.iter().map(|m| m.removed).collect::<Vec<_>>());
+    assert_eq!(removed, Ok(vec![false, true, false, false]));
     let active = store.read(move |tx| tx.active_members(t, one)).await.map(rows);
     assert_eq!(active, Ok(vec![(1, None), (2, None)]));
     let latest = store.read(move |tx| tx.membership(t, one, UserId(3))).await;
@@ -215,7 +227,7 @@ pub async fn assert_memberships_survived_the_move(store: Arc<dyn Store>) {
 
     let changed = store
         .write(move |tx| {
-            tx.close_membership(t, one, UserId(2), 20)?;
+            tx.close_membership(t, one, UserId(2), 20, false)?;
             tx.open_membership(t, one, UserId(3), Role::Member, 21)?;
             tx.open_membership(t, one, UserId(4), Role::Member, 22)
         })

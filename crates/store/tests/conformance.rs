@@ -276,7 +276,7 @@ async fn lock_chat_for_answers_as_separate_lookups_do() {
     let members = w.store.read(move |tx| tx.active_members(t, c)).await.unwrap();
     let gone = members[1].user_id;
     w.store
-        .write(move |tx| tx.close_membership(t, c, gone, 5))
+        .write(move |tx| tx.close_membership(t, c, gone, 5, false))
         .await
         .unwrap();
     let outsider = w
@@ -908,47 +908,48 @@ async fn pg_only_messages_of_one_tenant_do_not_wait_for_each_other() {
     assert_ne!(first_id, second_id);
 }
 
-/// `membership_endings` answers with the chat's `left` and `removed` events
-/// in order, and nothing else: not its messages' or joins', nor another
-/// chat's.
+/// A membership records how it ended: a leave is not a removal, a removal
+/// is, and a member who came back is active again; another chat's leave
+/// is its own. (Linq shows former members as `left` or `removed`.)
 #[tokio::test]
-async fn membership_endings_are_the_leaves_and_removals_of_the_chat() {
+async fn a_membership_records_whether_it_ended_by_a_removal() {
     let db = testing::fresh_store().await;
     let store = db.store.clone();
     let (t, c) = six_person_group(store.as_ref()).await;
-    let other = group_of_two(store.as_ref(), t, UserId(1), UserId(2)).await;
+    let other = group_of_two(store.as_ref(), t, UserId(1), UserId(4)).await;
     user_leaves(store.as_ref(), t, c, UserId(2)).await.unwrap();
-    user_leaves(store.as_ref(), t, other, UserId(2)).await.unwrap();
+    user_leaves(store.as_ref(), t, other, UserId(4)).await.unwrap();
     store
         .write(move |tx| {
-            let send = hello_from_user_1(t, c);
-            commands::send_message(tx.as_tx(), &send)?;
-            let remove = owner_removes(t, c, UserId(3));
-            commands::remove(tx.as_tx(), &remove)?;
-            commands::send_message(tx.as_tx(), &send).map(|_| ())
+            commands::remove(tx.as_tx(), &owner_removes(t, c, UserId(3)))?;
+            commands::remove(tx.as_tx(), &owner_removes(t, c, UserId(4)))?;
+            commands::add(tx.as_tx(), &owner_adds(t, c, UserId(4))).map(|_| ())
         })
         .await
         .unwrap();
-    let (endings, expected) = store
-        .read(move |tx| {
-            let expected: Vec<Event> = tx
-                .events(t, Some(c))?
-                .into_iter()
-                .filter(|e| matches!(e.event.kind, EventKind::Left | EventKind::Removed))
-                .collect();
-            Ok((tx.membership_endings(t, c)?, expected))
-        })
-        .await
-        .unwrap();
-    let kinds: Vec<(EventKind, Option<UserId>)> = endings.iter().map(|e| (e.event.kind, e.event.subject_id)).collect();
+    let ended = |chat| {
+        let store = store.clone();
+        async move {
+            let history = store.read(move |tx| tx.membership_history(t, chat)).await.unwrap();
+            history
+                .iter()
+                .filter(|m| m.user_id != UserId(1))
+                .map(|m| (m.user_id.0, m.left_at.is_some(), m.removed))
+                .collect::<Vec<_>>()
+        }
+    };
     assert_eq!(
-        kinds,
+        ended(c).await,
         vec![
-            (EventKind::Left, Some(UserId(2))),
-            (EventKind::Removed, Some(UserId(3)))
+            (2, true, false),
+            (3, true, true),
+            (4, true, true),
+            (5, false, false),
+            (6, false, false),
+            (4, false, false)
         ]
     );
-    assert_eq!(endings, expected);
+    assert_eq!(ended(other).await, vec![(4, true, false)]);
 }
 
 /// `bots` answers with the tenant's bots of every app, in id order, and
@@ -1259,7 +1260,7 @@ async fn chat_pages_filter_by_network_line_and_member() {
     store
         .write(move |tx| {
             // H leaves the third chat: a former member still counts.
-            tx.close_membership(t, third, h, 99)?;
+            tx.close_membership(t, third, h, 99, false)?;
             // Someone without a handle joins the second one, and leaves.
             let nobody = tx.insert_user(NewUser {
                 tenant_id: t,
@@ -1271,7 +1272,7 @@ async fn chat_pages_filter_by_network_line_and_member() {
                 app_id: None,
             })?;
             tx.open_membership(t, second, nobody.id, Role::Member, 98)?;
-            tx.close_membership(t, second, nobody.id, 99)
+            tx.close_membership(t, second, nobody.id, 99, false)
         })
         .await
         .unwrap();

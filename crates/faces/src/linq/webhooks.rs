@@ -344,13 +344,15 @@ impl WebhookFormat for LinqFormat {
                         role: Role::Member,
                         joined_at: e.at,
                         left_at: None,
+                        removed: false,
                     });
                 // The participant as it was when the event happened.
                 let at_event = Membership {
                     left_at: if e.kind == EventKind::Joined { None } else { Some(e.at) },
+                    removed: e.kind == EventKind::Removed,
                     ..stay
                 };
-                let participant = super::wire::handle_json(&chat, &user, &at_event, std::slice::from_ref(event));
+                let participant = super::wire::handle_json(&chat, &user, &at_event);
                 let handle = user.handle.clone().unwrap_or_default();
                 if e.kind == EventKind::Joined {
                     (

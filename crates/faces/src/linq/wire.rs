@@ -10,9 +10,6 @@ use serde_json::{json, Value};
 /// `active` / `left` (left by itself) / `removed` and `left_at`.
 pub fn handles(tx: &mut dyn StoreTx, chat: &Chat) -> Result<Vec<Value>, CoreError> {
     let history = tx.membership_history(chat.tenant_id, chat.id)?;
-    // How ended memberships ended: the leave and removal events only, not
-    // every message's (a chat of 20,000 messages took 30 ms to render).
-    let events = tx.membership_endings(chat.tenant_id, chat.id)?;
     let mut latest: Vec<Membership> = Vec::new();
     for m in history {
         match latest.iter_mut().find(|l| l.user_id == m.user_id) {
@@ -25,25 +22,16 @@ pub fn handles(tx: &mut dyn StoreTx, chat: &Chat) -> Result<Vec<Value>, CoreErro
         let Some(u) = tx.user(chat.tenant_id, m.user_id)? else {
             continue;
         };
-        out.push(handle_json(chat, &u, &m, &events));
+        out.push(handle_json(chat, &u, &m));
     }
     Ok(out)
 }
 
-pub fn handle_json(chat: &Chat, u: &User, m: &Membership, events: &[Event]) -> Value {
-    let status = match m.left_at {
-        None => "active",
-        Some(at) => {
-            let how = events.iter().rev().find(|e| {
-                e.event.subject_id == Some(u.id)
-                    && e.event.at == at
-                    && matches!(e.event.kind, EventKind::Left | EventKind::Removed)
-            });
-            match how.map(|e| e.event.kind) {
-                Some(EventKind::Left) => "left",
-                _ => "removed",
-            }
-        }
+pub fn handle_json(chat: &Chat, u: &User, m: &Membership) -> Value {
+    let status = match (m.left_at, m.removed) {
+        (None, _) => "active",
+        (Some(_), false) => "left",
+        (Some(_), true) => "removed",
     };
     json!({
         "id": format!("{}:{}", chat.uuid, u.id),

@@ -48,8 +48,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (5, include_str!("../../migrations/postgres/0005_message_sequence.sql")),
     (6, include_str!("../../migrations/postgres/0006_user_chats.sql")),
+    (7, include_str!("../../migrations/postgres/0007_membership_removed.sql")),
 ];
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 /// Key of the session advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x636f_6e66_6162; // "confab"
 
@@ -721,7 +722,7 @@ mod tests {
         let statements: [(&str, &[Val], bool); 2] = [
             (
                 crate::sql::CLOSE_MEMBERSHIP_PG,
-                &[Val::Int(2), Val::Int(7), Val::Int(3), Val::Int(5)],
+                &[Val::Int(2), Val::Int(7), Val::Int(3), Val::Int(5), Val::Bool(false)],
                 false,
             ),
             (crate::sql::active_members_sql(), &[Val::Int(2), Val::Int(7)], true),

@@ -40,9 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0008_clustered_memberships.sql"),
     ),
     (9, include_str!("../../migrations/sqlite/0009_user_chats.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_membership_removed.sql")),
 ];
 
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
