@@ -594,12 +594,18 @@ pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membe
         None,
         &cmd.trace_id,
     )?;
+    // Every membership at once (on PostgreSQL the chat row is updated
+    // once, not once per member, which left a dead row version each).
+    let memberships: Vec<(UserId, Role)> = owner
+        .iter()
+        .map(|o| (o.id, Role::Owner))
+        .chain(others.iter().map(|u| (u.id, Role::Member)))
+        .collect();
+    tx.open_memberships(chat.tenant_id, chat.id, &memberships, now)?;
     if let Some(o) = &owner {
-        tx.open_membership(chat.tenant_id, chat.id, o.id, Role::Owner, now)?;
         event(tx, &chat, EventKind::Joined, Some(o.id), Some(o.id), &cmd.trace_id)?;
     }
     for u in &others {
-        tx.open_membership(chat.tenant_id, chat.id, u.id, Role::Member, now)?;
         event(
             tx,
             &chat,

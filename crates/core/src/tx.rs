@@ -115,6 +115,21 @@ pub trait Tx {
         role: Role,
         at: Timestamp,
     ) -> TxResult<()>;
+    /// `open_membership` for each of `members` in order (a new chat's
+    /// owner and members), with the same result; a store may write them
+    /// together (the chat row updated once, not once per member).
+    fn open_memberships(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        members: &[(UserId, Role)],
+        at: Timestamp,
+    ) -> TxResult<()> {
+        for &(user, role) in members {
+            self.open_membership(tenant, chat, user, role, at)?;
+        }
+        Ok(())
+    }
     /// Ends the user's active membership at `at`: `removed` when someone
     /// else takes them out, not when they leave.
     fn close_membership(

@@ -1098,28 +1098,70 @@ impl<C: Conn> Tx for SqlTx<C> {
             self.forget_count(tenant, chat);
             return Ok(());
         }
-        let seq: Option<i64> = self.one(
-            "UPDATE chats SET active_count = active_count + 1, member_seq = member_seq + 1 \
-             WHERE tenant_id = ?1 AND id = ?2 RETURNING member_seq",
-            p![tenant.0, chat.0],
+        self.open_memberships(tenant, chat, &[(user, role)], at)
+    }
+
+    fn open_memberships(
+        &mut self,
+        tenant: TenantId,
+        chat: ChatId,
+        members: &[(UserId, Role)],
+        at: Timestamp,
+    ) -> TxResult<()> {
+        let n = members.len() as i64;
+        match members {
+            [] => return Ok(()),
+            [(user, role)] if self.c.dialect() == Dialect::Postgres => {
+                return self.open_membership(tenant, chat, *user, *role, at);
+            }
+            _ => {}
+        }
+        self.prefetched.clear();
+        if self.c.dialect() == Dialect::Postgres {
+            // As `open_membership`'s statement, for all of them: the chat
+            // row updated once (each update leaves a dead row version for
+            // VACUUM), the ids and roles as comma-separated lists (ids are
+            // numbers, roles single words), `seq` in their order.
+            let users: Vec<String> = members.iter().map(|(u, _)| u.0.to_string()).collect();
+            let roles: Vec<&str> = members.iter().map(|(_, r)| r.as_str()).collect();
+            self.exec_deferred(
+                "WITH c AS (UPDATE chats SET active_count = active_count + ?3, member_seq = member_seq + ?3 \
+                 WHERE tenant_id = ?1 AND id = ?2 RETURNING member_seq - ?3 AS base), \
+                 v AS (SELECT * FROM unnest(CAST(string_to_array(?4, ',') AS BIGINT[]), string_to_array(?5, ',')) \
+                 WITH ORDINALITY AS v(user_id, role, i)), \
+                 u AS (INSERT INTO user_chats (tenant_id, user_id, chat_id) SELECT ?1, v.user_id, ?2 FROM v \
+                 ON CONFLICT DO NOTHING) \
+                 INSERT INTO memberships (tenant_id, chat_id, user_id, ended, seq, role, joined_at) \
+                 SELECT ?1, ?2, v.user_id, 0, (SELECT base FROM c) + v.i, v.role, ?6 FROM v",
+                p![tenant.0, chat.0, n, users.join(","), roles.join(","), at],
+            )?;
+            self.forget_count(tenant, chat);
+            return Ok(());
+        }
+        let base: Option<i64> = self.one(
+            "UPDATE chats SET active_count = active_count + ?3, member_seq = member_seq + ?3 \
+             WHERE tenant_id = ?1 AND id = ?2 RETURNING member_seq - ?3",
+            p![tenant.0, chat.0, n],
             |r| r.get(0),
         )?;
-        let Some(seq) = seq else {
+        let Some(base) = base else {
             return Err(CoreError::Internal(format!(
                 "a membership of chat {} that has no row",
                 chat.0
             )));
         };
-        self.exec(
-            "INSERT INTO memberships (tenant_id, chat_id, user_id, ended, seq, role, joined_at) \
-             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
-            p![tenant.0, chat.0, user.0, seq, role.as_str(), at],
-        )?;
-        // The person's chats, for `chat_ids_of_user` (SQLite migration 9).
-        self.exec(
-            "INSERT OR IGNORE INTO user_chats (tenant_id, user_id, chat_id) VALUES (?1, ?2, ?3)",
-            p![tenant.0, user.0, chat.0],
-        )?;
+        for (seq, (user, role)) in (base + 1..).zip(members) {
+            self.exec(
+                "INSERT INTO memberships (tenant_id, chat_id, user_id, ended, seq, role, joined_at) \
+                 VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
+                p![tenant.0, chat.0, user.0, seq, role.as_str(), at],
+            )?;
+            // The person's chats, for `chat_ids_of_user` (SQLite migration 9).
+            self.exec(
+                "INSERT OR IGNORE INTO user_chats (tenant_id, user_id, chat_id) VALUES (?1, ?2, ?3)",
+                p![tenant.0, user.0, chat.0],
+            )?;
+        }
         self.forget_count(tenant, chat);
         Ok(())
     }
