@@ -209,6 +209,7 @@ pub struct Membership {
     pub left_at: Option<Timestamp>,
     /// Ended by a removal (someone else took the member out), not by
     /// leaving; false while active.
+    #[serde(default)]
     pub removed: bool,
 }
 

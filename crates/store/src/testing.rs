@@ -159,8 +159,10 @@ pub fn group(
 /// Memberships as a database made before they were keyed by chat holds them
 /// (SQLite schema 7, PostgreSQL schema 1): `seq` is global, so the two
 /// chats' rows interleave; in chat 1 user 2 was removed and came back, user
-/// 3 left (as their events say, the only record of how before SQLite
-/// schema 10 and PostgreSQL schema 7).
+/// 3 left. How is told by the events, the only record of it before SQLite
+/// schema 10 and PostgreSQL schema 7: in chat 2 user 4's ending has no
+/// event (counted as removed), and users 5 and 6 each have a `left` and a
+/// `removed` event at the time they went, the latest of which counts.
 pub const MEMBERSHIPS_BEFORE_THE_MOVE: &str = "
     INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', 0);
     INSERT INTO chats (tenant_id, id, uuid, kind, network, title, owner_id, created_at, active_count)
@@ -171,11 +173,19 @@ pub const MEMBERSHIPS_BEFORE_THE_MOVE: &str = "
         (2, 1, 2, 1, 'owner', 11, NULL),
         (3, 1, 1, 2, 'member', 12, 13),
         (4, 1, 1, 3, 'member', 14, 15),
-        (5, 1, 1, 2, 'member', 16, NULL);
+        (5, 1, 1, 2, 'member', 16, NULL),
+        (6, 1, 2, 4, 'member', 20, 21),
+        (7, 1, 2, 5, 'member', 22, 23),
+        (8, 1, 2, 6, 'member', 24, 25);
     INSERT INTO events (uuid, tenant_id, chat_id, kind, actor_id, subject_id, at) VALUES
         ('e1', 1, 1, 'removed', 1, 2, 13),
         ('e2', 1, 1, 'message_sent', 3, NULL, 15),
-        ('e3', 1, 1, 'left', 3, 3, 15);";
+        ('e3', 1, 1, 'left', 3, 3, 15),
+        ('e4', 1, 2, 'removed', 1, 5, 23),
+        ('e5', 1, 2, 'left', 5, 5, 23),
+        ('e6', 1, 2, 'left', 6, 6, 25),
+        ('e7', 1, 2, 'removed', 1, 6, 25),
+        ('e8', 1, 1, 'left', 4, 4, 21);";
 
 /// After the migration that keys memberships by (tenant, chat, user,
 /// ended), a store opened on [`MEMBERSHIPS_BEFORE_THE_MOVE`] shows the same
@@ -194,6 +204,11 @@ pub async fn assert_memberships_survived_the_move(store: Arc<dyn Store>) {
         .await
         .map(|v| v.iter().map(|m| m.removed).collect::<Vec<_>>());
     assert_eq!(removed, Ok(vec![false, true, false, false]));
+    let removed = store
+        .read(move |tx| tx.membership_history(t, two))
+        .await
+        .map(|v| v.iter().map(|m| (m.user_id.0, m.removed)).collect::<Vec<_>>());
+    assert_eq!(removed, Ok(vec![(1, false), (4, true), (5, false), (6, true)]));
     let active = store.read(move |tx| tx.active_members(t, one)).await.map(rows);
     assert_eq!(active, Ok(vec![(1, None), (2, None)]));
     let latest = store.read(move |tx| tx.membership(t, one, UserId(3))).await;
@@ -246,7 +261,7 @@ pub async fn assert_memberships_survived_the_move(store: Arc<dyn Store>) {
     assert_eq!(store.read(move |tx| tx.active_count(t, one)).await, Ok(3));
     assert_eq!(
         store.read(move |tx| tx.membership_history(t, two)).await.map(rows),
-        Ok(vec![(1, None)])
+        Ok(vec![(1, None), (4, Some(21)), (5, Some(23)), (6, Some(25))])
     );
     assert_eq!(
         store.read(move |tx| tx.chat_ids_of_user(t, UserId(3))).await,
@@ -257,7 +272,7 @@ pub async fn assert_memberships_survived_the_move(store: Arc<dyn Store>) {
         store.read(move |tx| tx.chat_ids_of_user(t, UserId(4))).await,
         Ok(vec![one])
     );
-    assert_eq!(chats_with(4).await, Ok(vec![one]));
+    assert_eq!(chats_with(4).await, Ok(vec![two, one]));
     assert_eq!(chats_with(2).await, Ok(vec![one]));
     assert_eq!(
         store.read(move |tx| tx.chat_ids_of_user(t, UserId(2))).await,

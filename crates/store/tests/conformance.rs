@@ -909,33 +909,32 @@ async fn pg_only_messages_of_one_tenant_do_not_wait_for_each_other() {
 }
 
 /// Several memberships opened at once (a new chat's) are what opening them
-/// one by one gives: in the given order, with roles and the chat's count,
-/// each person's chats, and the next membership after them. A person twice
-/// in one batch fails it whole.
+/// one by one gives: in the given order after the members already there
+/// (whose ids are higher, so a `seq` that repeated one would sort the new
+/// member before them), with roles and the chat's count, each person's
+/// chats, and the next membership after them. A person twice in one batch
+/// fails it whole.
 #[tokio::test]
 async fn memberships_opened_together_are_as_opened_one_by_one() {
     let db = testing::fresh_store().await;
     let store = db.store.clone();
     let (t, c) = six_person_group(store.as_ref()).await;
-    let batch = group_of_two(store.as_ref(), t, UserId(1), UserId(2)).await;
-    let single = group_of_two(store.as_ref(), t, UserId(1), UserId(2)).await;
+    let batch = group_of_two(store.as_ref(), t, UserId(1), UserId(6)).await;
+    let single = group_of_two(store.as_ref(), t, UserId(1), UserId(6)).await;
     let people = [
-        (UserId(7), Role::Member),
-        (UserId(8), Role::Member),
-        (UserId(9), Role::Owner),
+        (UserId(2), Role::Member),
+        (UserId(3), Role::Member),
+        (UserId(4), Role::Owner),
     ];
     let opened = store
         .write(move |tx| {
-            for i in 7..=9 {
-                tx.insert_user(testing::person(t, i))?;
-            }
             tx.open_memberships(t, batch, &people, 50)?;
             for (user, role) in people {
                 tx.open_membership(t, single, user, role, 50)?;
             }
             // The next one comes after the batch.
-            tx.open_membership(t, batch, UserId(3), Role::Member, 60)?;
-            tx.open_membership(t, single, UserId(3), Role::Member, 60)
+            tx.open_membership(t, batch, UserId(5), Role::Member, 60)?;
+            tx.open_membership(t, single, UserId(5), Role::Member, 60)
         })
         .await;
     assert_eq!(opened, Ok(()));
@@ -954,19 +953,23 @@ async fn memberships_opened_together_are_as_opened_one_by_one() {
         }
     };
     let (rows, count) = members(batch).await;
-    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 7, 8, 9, 3]);
-    assert_eq!(rows[4], (9, Role::Owner, 50, None));
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 6, 2, 3, 4, 5]);
+    assert_eq!(rows[4], (4, Role::Owner, 50, None));
     assert_eq!(count, 6);
     assert_eq!(members(batch).await, members(single).await);
-    let eights = store.read(move |tx| tx.chat_ids_of_user(t, UserId(8))).await;
-    assert_eq!(eights, Ok(vec![batch, single]));
+    let threes = store.read(move |tx| tx.chat_ids_of_user(t, UserId(3))).await;
+    assert_eq!(threes, Ok(vec![c, batch, single]));
     assert_eq!(
         store.read(move |tx| tx.active_members(t, batch)).await.map(|m| m.len()),
         Ok(6)
     );
 
-    let twice = [(UserId(4), Role::Member), (UserId(4), Role::Member)];
-    let refused = store.write(move |tx| tx.open_memberships(t, c, &twice, 70)).await;
+    let refused = store
+        .write(move |tx| {
+            tx.close_membership(t, c, UserId(4), 70, false)?;
+            tx.open_memberships(t, c, &[(UserId(4), Role::Member), (UserId(4), Role::Member)], 71)
+        })
+        .await;
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(store.read(move |tx| tx.active_count(t, c)).await, Ok(6));
 }

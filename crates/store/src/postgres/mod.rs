@@ -157,6 +157,14 @@ impl PgStore {
             .connect()
             .await
             .map_err(|e| connect(e.describe()))?;
+        // A migration that fills a column or a table from a large one may
+        // run longer than a request may (`statement_timeout`, 5 s by
+        // default); cancelled, it would roll back and fail again at every
+        // start. This connection is the migrations' own.
+        client
+            .batch_execute("SET statement_timeout = 0")
+            .await
+            .map_err(|e| connect(e.to_string()))?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -754,6 +762,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Migrations are not cancelled by the requests' `statement_timeout`:
+    /// one that fills a column from a large table may take longer, and
+    /// cancelled it would fail again at every start. With a timeout of a
+    /// millisecond the migrations of a fresh database still apply (some of
+    /// their statements take longer: the test fails without the fix), and
+    /// the pool's connections still keep the timeout.
+    #[tokio::test]
+    async fn pg_only_migrations_run_without_the_statement_timeout() {
+        let url = create_database().await;
+        let opts = PgOptions {
+            statement_timeout: Duration::from_millis(1),
+            ..PgOptions::default()
+        };
+        let opened = PgStore::open(&url, &opts).await;
+        assert!(opened.is_ok(), "{:?}", opened.err().map(|e| e.to_string()));
+        // The pool's connections keep the timeout.
+        let store = opened.unwrap();
+        let slept = store
+            .lanes
+            .run(Duration::from_secs(30), |rt, session| {
+                Ok(rt
+                    .block_on(session.client.batch_execute("SELECT pg_sleep(0.05)"))
+                    .is_err())
+            })
+            .await;
+        assert_eq!(
+            slept,
+            Ok(true),
+            "a pooled connection ran a 50 ms statement under a 1 ms timeout"
+        );
     }
 
     /// A new chat's memberships update its row once, not once per member:
