@@ -131,7 +131,19 @@ fn event(
     trace_id: &Option<String>,
 ) -> Result<Event, CoreError> {
     let at = tx.now();
-    tx.append_event(NewEvent {
+    tx.append_event(chat_event(chat, kind, actor, subject, trace_id, at))
+}
+
+/// An event of `chat` (no message) at `at`.
+fn chat_event(
+    chat: &Chat,
+    kind: EventKind,
+    actor: Option<UserId>,
+    subject: Option<UserId>,
+    trace_id: &Option<String>,
+    at: Timestamp,
+) -> NewEvent {
+    NewEvent {
         tenant_id: chat.tenant_id,
         chat_id: chat.id,
         kind,
@@ -140,7 +152,7 @@ fn event(
         message_id: None,
         trace_id: trace_id.clone(),
         at,
-    })
+    }
 }
 
 /// Loads what a leave needs and asks its policy; writes nothing.
@@ -586,35 +598,27 @@ pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membe
         chat_key: cmd.chat_key.clone(),
         created_at: now,
     })?;
-    event(
-        tx,
-        &chat,
-        EventKind::ChatCreated,
-        owner.as_ref().map(|o| o.id),
-        None,
-        &cmd.trace_id,
-    )?;
     // Every membership at once (on PostgreSQL the chat row is updated
-    // once, not once per member, which left a dead row version each).
+    // once, not once per member, which left a dead row version each), then
+    // every event at once: the chat's creation and each member's joining,
+    // in this order.
     let memberships: Vec<(UserId, Role)> = owner
         .iter()
         .map(|o| (o.id, Role::Owner))
         .chain(others.iter().map(|u| (u.id, Role::Member)))
         .collect();
     tx.open_memberships(chat.tenant_id, chat.id, &memberships, now)?;
-    if let Some(o) = &owner {
-        event(tx, &chat, EventKind::Joined, Some(o.id), Some(o.id), &cmd.trace_id)?;
-    }
-    for u in &others {
-        event(
-            tx,
-            &chat,
-            EventKind::Joined,
-            owner.as_ref().map(|o| o.id),
-            Some(u.id),
-            &cmd.trace_id,
-        )?;
-    }
+    let owner_id = owner.as_ref().map(|o| o.id);
+    let new_event = |kind, actor, subject| chat_event(&chat, kind, actor, subject, &cmd.trace_id, now);
+    let events: Vec<NewEvent> = std::iter::once(new_event(EventKind::ChatCreated, owner_id, None))
+        .chain(owner_id.map(|o| new_event(EventKind::Joined, Some(o), Some(o))))
+        .chain(
+            others
+                .iter()
+                .map(|u| new_event(EventKind::Joined, owner_id, Some(u.id))),
+        )
+        .collect();
+    tx.append_events(events)?;
     if let Some(entity) = cmd.crm {
         tx.link_crm(cmd.tenant, entity, chat.id)?;
     }

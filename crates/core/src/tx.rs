@@ -155,6 +155,11 @@ pub trait Tx {
     /// Appends the event; stores also write the matching outbox rows here,
     /// in the same transaction.
     fn append_event(&mut self, event: NewEvent) -> TxResult<Event>;
+    /// `append_event` for each of `events` in order (a new chat's), with
+    /// the same result; a store may write them together.
+    fn append_events(&mut self, events: Vec<NewEvent>) -> TxResult<Vec<Event>> {
+        events.into_iter().map(|e| self.append_event(e)).collect()
+    }
 }
 
 /// Administration and authentication reads/writes, in the same transaction

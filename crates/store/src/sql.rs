@@ -1336,6 +1336,53 @@ impl<C: Conn> Tx for SqlTx<C> {
         self.enqueue_deliveries(&event)?;
         Ok(event)
     }
+
+    fn append_events(&mut self, events: Vec<NewEvent>) -> TxResult<Vec<Event>> {
+        let one_chat = events
+            .windows(2)
+            .all(|w| (w[0].tenant_id, w[0].chat_id) == (w[1].tenant_id, w[1].chat_id));
+        let Some(first) = events.first().filter(|_| one_chat && events.len() > 1) else {
+            return events.into_iter().map(|e| self.append_event(e)).collect();
+        };
+        if self.c.dialect() != Dialect::Postgres {
+            return events.into_iter().map(|e| self.append_event(e)).collect();
+        }
+        // One round trip for all of them (a new chat's creation and each
+        // member's joining, which took one each): their ids drawn in order,
+        // and the tenant's subscriptions with the chat's line number, as
+        // `lock_chat_for` fetches them for one event; the inserts and
+        // their outbox rows then go out with the next statement or COMMIT.
+        static IDS: &str = "SELECT nextval('events_id_seq') FROM generate_series(1, CAST(?1 AS BIGINT)) ORDER BY 1";
+        static SUBS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {} FROM (SELECT 1) one LEFT JOIN subscriptions s ON s.tenant_id = ?1 AND s.active = TRUE",
+                *LINE_AND_SUB_COLS
+            )
+        });
+        let (tenant, chat) = (first.tenant_id.0, first.chat_id.0);
+        let (ids, subs) = self
+            .c
+            .query_two((IDS, p![events.len() as i64]), (&SUBS, p![tenant, chat]))?;
+        let (subs, line) = joined_subscriptions(&subs, 0)?;
+        if ids.len() != events.len() {
+            return Err(CoreError::Internal(format!(
+                "{} event ids drawn for {} events",
+                ids.len(),
+                events.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for (row, e) in ids.iter().zip(events) {
+            self.next_event = Some(NextEvent {
+                key: (tenant, chat),
+                id: row.get(0)?,
+                subscriptions: subs.clone(),
+                line: line.clone(),
+            });
+            out.push(self.append_event(e)?);
+        }
+        Ok(out)
+    }
 }
 
 impl<C: Conn> AdminTx for SqlTx<C> {
