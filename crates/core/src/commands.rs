@@ -571,9 +571,31 @@ pub fn create_chat(tx: &mut dyn Tx, cmd: &CreateChat) -> Result<(Chat, Vec<Membe
         }
         None => (None, None),
     };
+    // Members named by id are read together (on PostgreSQL one round trip
+    // for all of them, not one each); then each member in order, so the
+    // first one that fails gives the error.
+    let ids: Vec<UserId> = cmd
+        .members
+        .iter()
+        .filter_map(|m| match m {
+            MemberRef::Id(id) => Some(*id),
+            MemberRef::Handle(_) => None,
+        })
+        .collect();
+    let by_id = if ids.len() > 1 {
+        tx.users_by_ids(cmd.tenant, &ids)?
+    } else {
+        Vec::new()
+    };
     let mut others: Vec<User> = Vec::new();
     for m in &cmd.members {
-        let u = resolve_member(tx, cmd.tenant, m, true)?.ok_or(CoreError::UserNotFound)?;
+        // (An id not read together is looked up again: a contact made for
+        // an earlier handle of this list may have taken it.)
+        let found = match by_id.iter().find(|u| matches!(m, MemberRef::Id(id) if u.id == *id)) {
+            Some(u) => Some(u.clone()),
+            None => resolve_member(tx, cmd.tenant, m, true)?,
+        };
+        let u = found.ok_or(CoreError::UserNotFound)?;
         if !u.active {
             return Err(CoreError::UserInactive);
         }

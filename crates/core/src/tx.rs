@@ -92,6 +92,15 @@ pub trait Tx {
     /// The latest membership row of the user in the chat (active or not).
     fn membership(&mut self, tenant: TenantId, chat: ChatId, user: UserId) -> TxResult<Option<Membership>>;
     fn user(&mut self, tenant: TenantId, id: UserId) -> TxResult<Option<User>>;
+    /// The users of `ids` that exist, in any order (a new chat's members);
+    /// a store may read them together.
+    fn users_by_ids(&mut self, tenant: TenantId, ids: &[UserId]) -> TxResult<Vec<User>> {
+        let mut found = Vec::new();
+        for &id in ids {
+            found.extend(self.user(tenant, id)?);
+        }
+        Ok(found)
+    }
     fn user_by_handle(&mut self, tenant: TenantId, handle: &str) -> TxResult<Option<User>>;
     /// Bots registered by the app, in registration (id) order.
     fn bots_of_app(&mut self, tenant: TenantId, app: AppId) -> TxResult<Vec<User>>;

@@ -932,6 +932,26 @@ impl<C: Conn> Tx for SqlTx<C> {
         )
     }
 
+    fn users_by_ids(&mut self, tenant: TenantId, ids: &[UserId]) -> TxResult<Vec<User>> {
+        if self.c.dialect() != Dialect::Postgres || ids.len() < 2 {
+            let mut found = Vec::new();
+            for &id in ids {
+                found.extend(self.user(tenant, id)?);
+            }
+            return Ok(found);
+        }
+        // One round trip: the ids as a comma-separated list of numbers.
+        let list: Vec<String> = ids.iter().map(|u| u.0.to_string()).collect();
+        self.many(
+            sql!(
+                "SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 \
+                 AND id = ANY (CAST(string_to_array(?2, ',') AS BIGINT[]))"
+            ),
+            p![tenant.0, list.join(",")],
+            user_row,
+        )
+    }
+
     fn user_by_handle(&mut self, tenant: TenantId, handle: &str) -> TxResult<Option<User>> {
         self.one(
             sql!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND handle = ?2"),
